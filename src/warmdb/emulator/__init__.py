@@ -1,0 +1,1 @@
+"""A local endpoint that behaves like Aurora DSQL, on an embedded PostgreSQL."""

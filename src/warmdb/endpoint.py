@@ -1,0 +1,460 @@
+"""Where to connect and how to authenticate, resolved once from arguments, DSN and environment.
+
+:func:`resolve` turns what a caller wrote (keyword arguments, a DSN, ``PG*`` and ``AWS_*``
+environment variables) into an :class:`Endpoint` plus the driver arguments warmdb does not
+interpret. Precedence is explicit and the same for every field::
+
+    keyword argument  >  DSN  >  environment  >  default
+
+A DSN may be a URL (``postgresql://user@host:port/db?region=..&profile=..``), a libpq
+``key=value`` string, a bare host name, or a DSQL cluster id. Only what looks like a cluster id
+(26 lowercase letters and digits) is expanded to ``ID.dsql.REGION.on.aws``; ``localhost``, IP
+addresses and other names are used as given.
+
+Everything here is pure except the last-resort region lookup in the botocore profile.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from warmdb.auth.tokens import MAX_TOKEN_DURATION, RDS_TOKEN_DURATION
+from warmdb.errors import ConfigurationError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["AUTH_MODES", "SSL_MODES", "Endpoint", "parse_dsn", "resolve"]
+
+#: ``dsql``: sign a DSQL token; ``rds``: sign an RDS IAM token; ``password``: send the
+#: caller's password (or none) as the driver would.
+AUTH_MODES = ("dsql", "rds", "password")
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+DEFAULT_PORT = 5432
+DEFAULT_TOKEN_DURATION = 900
+DSQL_DEFAULT_USER = "admin"
+DSQL_DEFAULT_DBNAME = "postgres"
+
+_CLUSTER_ID = re.compile(r"[a-z0-9]{26}")
+_DSQL_HOST = re.compile(r"\.dsql(?:-[a-z0-9]+)?\.([a-z]{2}(?:-[a-z]+)+-\d+)\.on\.aws\.?$", re.I)
+_RDS_HOST = re.compile(r"\.([a-z]{2}(?:-[a-z]+)+-\d+)\.rds\.amazonaws\.com(?:\.cn)?\.?$", re.I)
+_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d+")
+
+# Parameters warmdb interprets and never passes to a driver as they are.
+_WARMDB_KEYS = frozenset(
+    {
+        "host",
+        "port",
+        "user",
+        "dbname",
+        "database",
+        "password",
+        "region",
+        "profile",
+        "token_duration_secs",
+        "auth",
+        "sslmode",
+        "sslrootcert",
+    }
+)
+
+
+class Endpoint:
+    """A resolved connection target. Immutable; holds no secret.
+
+    :ivar host: the host to connect to (cluster ids already expanded).
+    :ivar port: the TCP port.
+    :ivar dbname: the database, or ``None`` for the driver's default.
+    :ivar user: the user, or ``None`` for the driver's default (password mode only).
+    :ivar region: the AWS region, or ``None`` in password mode when none was found.
+    :ivar auth: one of :data:`AUTH_MODES`.
+    :ivar token_duration: token lifetime in seconds (token modes).
+    :ivar profile: the AWS profile to take credentials from, or ``None``.
+    :ivar sslmode: the libpq sslmode, or ``None`` for the driver's default.
+    :ivar sslrootcert: CA file for ``verify-ca`` / ``verify-full``, ``"system"``, or ``None``.
+    """
+
+    __slots__ = (
+        "auth",
+        "dbname",
+        "host",
+        "port",
+        "profile",
+        "region",
+        "sslmode",
+        "sslrootcert",
+        "token_duration",
+        "user",
+    )
+
+    host: str
+    port: int
+    dbname: str | None
+    user: str | None
+    region: str | None
+    auth: str
+    token_duration: int
+    profile: str | None
+    sslmode: str | None
+    sslrootcert: str | None
+
+    def __init__(self, **fields: object) -> None:
+        for name in self.__slots__:
+            object.__setattr__(self, name, fields.pop(name))
+        if fields:
+            raise TypeError(f"unknown Endpoint fields: {sorted(fields)}")
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Endpoint is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Endpoint):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    def __hash__(self) -> int:
+        return hash(tuple(getattr(self, n) for n in self.__slots__))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in sorted(self.__slots__))
+        return f"Endpoint({fields})"
+
+    @property
+    def uses_token(self) -> bool:
+        """Whether connecting sends an IAM token as the password."""
+        return self.auth != "password"
+
+
+def is_cluster_id(text: str) -> bool:
+    """Whether *text* has the shape of a DSQL cluster id: 26 lowercase letters and digits."""
+    return _CLUSTER_ID.fullmatch(text) is not None
+
+
+def region_from_host(host: str) -> str | None:
+    """Return the region named in a DSQL or RDS host name, or ``None``."""
+    match = _DSQL_HOST.search(host) or _RDS_HOST.search(host)
+    return match.group(1).lower() if match else None
+
+
+def is_dsql_host(host: str) -> bool:
+    """Whether *host* is a DSQL endpoint name (``*.dsql[-x].REGION.on.aws``)."""
+    return _DSQL_HOST.search(host) is not None
+
+
+def is_rds_host(host: str) -> bool:
+    """Whether *host* is an RDS or Aurora endpoint name (``*.REGION.rds.amazonaws.com``)."""
+    return _RDS_HOST.search(host) is not None
+
+
+def parse_dsn(dsn: str) -> dict[str, str]:
+    """Parse a DSN into a flat dict of strings (libpq keyword names).
+
+    Accepts a ``postgresql://`` / ``postgres://`` URL, a libpq ``key=value`` string, or a
+    bare host name or cluster id (returned as ``{"host": dsn}``).
+
+    :raises ConfigurationError: the DSN is malformed. The message never repeats a password.
+    """
+    text = dsn.strip()
+    if not text:
+        return {}
+    if "://" in text:
+        return _parse_url(text)
+    if "=" in text:
+        return _parse_keyword_value(text)
+    if any(c.isspace() for c in text) or "/" in text:
+        raise ConfigurationError(
+            "dsn is neither a postgresql:// URL, a key=value string, nor a host name"
+        )
+    return {"host": text}
+
+
+def _parse_url(url: str) -> dict[str, str]:
+    from urllib.parse import parse_qsl, unquote
+
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() not in ("postgresql", "postgres"):
+        raise ConfigurationError(
+            f"dsn scheme {scheme!r} is not supported: use postgresql://user@host:port/dbname"
+        )
+    rest, _, query = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    params: dict[str, str] = {}
+    if "@" in netloc:
+        userinfo, _, netloc = netloc.rpartition("@")
+        user, has_password, password = userinfo.partition(":")
+        if user:
+            params["user"] = unquote(user)
+        if has_password:
+            params["password"] = unquote(password)
+    if "," in netloc:
+        raise ConfigurationError("dsn names several hosts: warmdb connects to one host")
+    if netloc.startswith("["):
+        host, _, port = netloc[1:].partition("]")
+        port = port.removeprefix(":")
+    else:
+        host, _, port = netloc.partition(":")
+    if host:
+        params["host"] = unquote(host)
+    if port:
+        params["port"] = port
+    if path:
+        params["dbname"] = unquote(path)
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise ConfigurationError("dsn query string is malformed") from None
+    for key, value in pairs:
+        params[key] = value
+    return params
+
+
+_KEYWORD_VALUE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*")
+
+
+def _parse_keyword_value(text: str) -> dict[str, str]:
+    # libpq's conninfo syntax: key = value pairs; values single-quoted when they hold spaces,
+    # with backslash escaping a quote or a backslash.
+    params: dict[str, str] = {}
+    pos = 0
+    while pos < len(text):
+        match = _KEYWORD_VALUE.match(text, pos)
+        if match is None:
+            if text[pos:].strip():
+                raise ConfigurationError("dsn is not a valid key=value connection string")
+            break
+        key, pos = match.group(1), match.end()
+        value: list[str] = []
+        if text.startswith("'", pos):
+            pos += 1
+            while True:
+                if pos >= len(text):
+                    raise ConfigurationError(f"dsn value of {key!r} has no closing quote")
+                char = text[pos]
+                if char == "\\" and pos + 1 < len(text):
+                    value.append(text[pos + 1])
+                    pos += 2
+                elif char == "'":
+                    pos += 1
+                    break
+                else:
+                    value.append(char)
+                    pos += 1
+        else:
+            while pos < len(text) and not text[pos].isspace():
+                if text[pos] == "\\" and pos + 1 < len(text):
+                    pos += 1
+                value.append(text[pos])
+                pos += 1
+        params[key] = "".join(value)
+    return params
+
+
+def resolve(
+    dsn: str | None,
+    kwargs: Mapping[str, object],
+    environ: Mapping[str, str] | None = None,
+) -> tuple[Endpoint, object, dict[str, object]]:
+    """Resolve a connect call into ``(endpoint, password, driver_kwargs)``.
+
+    :param dsn: the DSN, if any (see :func:`parse_dsn`).
+    :param kwargs: the caller's keyword arguments: warmdb's (``host``, ``port``, ``user``,
+        ``dbname``/``database``, ``password``, ``region``, ``profile``,
+        ``token_duration_secs``, ``auth``, ``sslmode``, ``sslrootcert``) and the driver's.
+    :param environ: the environment; :data:`os.environ` by default.
+    :returns: the endpoint; the caller's password (a string, a callable, or ``None``) in
+        password mode, else ``None``; and every other argument, DSN ones included, for the
+        driver (keyword arguments win over DSN fields of the same name).
+    :raises ConfigurationError: a value is missing, malformed or contradictory.
+    """
+    env = os.environ if environ is None else environ
+    from_dsn = parse_dsn(dsn) if dsn else {}
+
+    def pick(key: str, env_key: str | None = None) -> object | None:
+        for source in (kwargs.get(key), from_dsn.get(key)):
+            if source is not None:
+                return source
+        return env.get(env_key) if env_key else None
+
+    dbname = _pick_dbname(kwargs, from_dsn, env)
+    host_text = pick("host", "PGHOST")
+    if host_text is None:
+        raise ConfigurationError(
+            "host is required: pass host=, a DSN, or set PGHOST "
+            "(e.g. host='abc123.dsql.us-east-1.on.aws')"
+        )
+    host = _check_text("host", host_text)
+    explicit_region = pick("region")
+    region = None if explicit_region is None else _check_region(explicit_region)
+    cluster_id = is_cluster_id(host)
+    auth = _pick_auth(
+        pick("auth"), host, cluster_id, kwargs.get("password") or from_dsn.get("password")
+    )
+
+    if auth != "password":
+        if kwargs.get("password") is not None or from_dsn.get("password") is not None:
+            raise ConfigurationError(
+                f"password conflicts with auth={auth!r}: the IAM token is the password; "
+                "drop the password or pass auth='password'"
+            )
+        if "," in host or host.startswith("/"):
+            raise ConfigurationError(
+                f"host {host!r} cannot be signed into a token: give one TCP host name"
+            )
+        host_region = region_from_host(host)
+        if region is not None and host_region is not None and region != host_region:
+            raise ConfigurationError(
+                f"region={region!r} contradicts host {host!r}, which is in {host_region!r}"
+            )
+        region = region or host_region or _region_from_environment(env, pick("profile"))
+        if region is None:
+            raise ConfigurationError(
+                f"no AWS region for host {host!r}: pass region='us-east-1' (or put it in the "
+                "DSN), set AWS_REGION, or use the full endpoint name "
+                "(CLUSTER.dsql.REGION.on.aws)"
+            )
+        if cluster_id:
+            host = f"{host}.dsql.{region}.on.aws"
+    else:
+        region = region or region_from_host(host)
+
+    user = pick("user", "PGUSER")
+    if user is None and auth == "dsql":
+        user = DSQL_DEFAULT_USER
+    if user is None and auth == "rds":
+        raise ConfigurationError("user is required for RDS IAM authentication (user='iam_user')")
+    if dbname is None and auth == "dsql":
+        dbname = DSQL_DEFAULT_DBNAME
+
+    token_duration = _check_token_duration(pick("token_duration_secs"), auth)
+    sslmode = pick("sslmode", "PGSSLMODE")
+    sslmode = None if sslmode is None else _check_sslmode(sslmode, auth)
+    if sslmode is None and auth != "password":
+        sslmode = "require"
+    sslrootcert = pick("sslrootcert", "PGSSLROOTCERT")
+    if sslmode in ("verify-ca", "verify-full") and sslrootcert is None and auth != "password":
+        # libpq would fall back to ~/.postgresql/root.crt; the other drivers to the system
+        # store. Be explicit and equal for all drivers: the system store.
+        sslrootcert = "system"
+
+    endpoint = Endpoint(
+        host=host,
+        port=_check_port(pick("port", "PGPORT")),
+        dbname=None if dbname is None else _check_text("dbname", dbname),
+        user=None if user is None else _check_text("user", user),
+        region=region,
+        auth=auth,
+        token_duration=token_duration,
+        profile=None if pick("profile") is None else _check_text("profile", pick("profile")),
+        sslmode=sslmode,
+        sslrootcert=None if sslrootcert is None else _check_text("sslrootcert", sslrootcert),
+    )
+    password = kwargs.get("password")
+    if password is None:
+        password = from_dsn.get("password")
+    driver_kwargs: dict[str, object] = {k: v for k, v in from_dsn.items() if k not in _WARMDB_KEYS}
+    driver_kwargs.update((k, v) for k, v in kwargs.items() if k not in _WARMDB_KEYS)
+    return endpoint, (password if auth == "password" else None), driver_kwargs
+
+
+def _pick_dbname(
+    kwargs: Mapping[str, object], from_dsn: Mapping[str, str], env: Mapping[str, str]
+) -> str | None:
+    dbname, database = kwargs.get("dbname"), kwargs.get("database")
+    if dbname is not None and database is not None and dbname != database:
+        raise ConfigurationError(
+            f"dbname={dbname!r} and database={database!r} disagree: pass one of them"
+        )
+    picked = dbname if dbname is not None else database
+    for source in (picked, from_dsn.get("dbname"), from_dsn.get("database"), env.get("PGDATABASE")):
+        if source is not None:
+            return _check_text("dbname", source)
+    return None
+
+
+def _pick_auth(auth: object | None, host: str, cluster_id: bool, password: object) -> str:
+    if auth is not None:
+        if auth not in AUTH_MODES:
+            raise ConfigurationError(f"auth={auth!r} is not one of {', '.join(AUTH_MODES)}")
+        return str(auth)
+    if cluster_id or is_dsql_host(host):
+        return "dsql"
+    if password is None and is_rds_host(host):
+        return "rds"
+    return "password"
+
+
+def _region_from_environment(env: Mapping[str, str], profile: object | None) -> str | None:
+    for key in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        if env.get(key):
+            return _check_region(env[key])
+    try:
+        import botocore.session
+    except ImportError:
+        return None
+    region = botocore.session.Session(profile=profile).get_config_variable("region")
+    return _check_region(region) if region else None
+
+
+def _check_text(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{name} must be a string, not {type(value).__name__}")
+    if not value.strip():
+        raise ConfigurationError(f"{name} is empty")
+    if "\0" in value:
+        raise ConfigurationError(f"{name} contains a NUL character")
+    return value
+
+
+def _check_region(value: object) -> str:
+    region = _check_text("region", value)
+    if _REGION.fullmatch(region) is None:
+        raise ConfigurationError(f"region={region!r} is not an AWS region name like 'us-east-1'")
+    return region
+
+
+def _check_int(name: str, value: object) -> int:
+    if isinstance(value, bool):
+        raise ConfigurationError(f"{name} must be an integer, not a bool")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    raise ConfigurationError(f"{name} must be an integer, got {value!r}")
+
+
+def _check_port(value: object | None) -> int:
+    if value is None:
+        return DEFAULT_PORT
+    port = _check_int("port", value)
+    if not 1 <= port <= 65535:
+        raise ConfigurationError(f"port must be between 1 and 65535, got {port}")
+    return port
+
+
+def _check_token_duration(value: object | None, auth: str) -> int:
+    if value is None:
+        return RDS_TOKEN_DURATION if auth == "rds" else DEFAULT_TOKEN_DURATION
+    duration = _check_int("token_duration_secs", value)
+    if not 1 <= duration <= MAX_TOKEN_DURATION:
+        raise ConfigurationError(
+            f"token_duration_secs must be between 1 and {MAX_TOKEN_DURATION} (7 days), "
+            f"got {duration}"
+        )
+    if auth == "rds" and duration != RDS_TOKEN_DURATION:
+        raise ConfigurationError(
+            f"RDS IAM tokens always last {RDS_TOKEN_DURATION} s: drop token_duration_secs"
+        )
+    return duration
+
+
+def _check_sslmode(value: object, auth: str) -> str:
+    if value not in SSL_MODES:
+        raise ConfigurationError(f"sslmode={value!r} is not one of {', '.join(SSL_MODES)}")
+    if auth != "password" and value in ("allow", "prefer"):
+        raise ConfigurationError(
+            f"sslmode={value!r} could send the IAM token unencrypted: use 'require', "
+            "'verify-ca' or 'verify-full' (or 'disable' to turn TLS off knowingly)"
+        )
+    return str(value)

@@ -79,9 +79,7 @@ def make_role(tls_server):
     def make(password: str | None, name: str | None = None, *, trusted: bool = False) -> str:
         name = name or f"role_{next(_role_numbers)}"
         with tls_server.admin() as conn:
-            conn.execute(
-                sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name))
-            )
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
             conn.execute(
                 sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
                     sql.Identifier(name), sql.Literal(password)

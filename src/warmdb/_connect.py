@@ -52,7 +52,6 @@ class ConnectPlan:
     :param dsn: the caller's DSN, if any.
     :param kwargs: the caller's keyword arguments (warmdb's and the driver's).
     :param custom_credentials_provider: a botocore ``CredentialProvider`` tried first.
-    :param environ: the environment to resolve from; :data:`os.environ` by default.
     """
 
     __slots__ = ("_credentials", "_password", "_spec", "driver_kwargs", "endpoint")
@@ -66,9 +65,8 @@ class ConnectPlan:
         kwargs: Mapping[str, object],
         *,
         custom_credentials_provider: object | None = None,
-        environ: Mapping[str, str] | None = None,
     ) -> None:
-        endpoint, password, driver_kwargs = resolve(dsn, kwargs, environ)
+        endpoint, password, driver_kwargs = resolve(dsn, kwargs)
         self.endpoint = endpoint
         self.driver_kwargs = driver_kwargs
         self._password = password
@@ -127,7 +125,7 @@ class ConnectPlan:
             assert self._credentials is not None
             credentials = self._credentials()
             logger.debug(
-                "signing %s token for %s@%s (%s)",
+                "IAM token (%s) for %s@%s in %s",
                 self._spec.action,
                 self._spec.user,
                 self._spec.host,

@@ -136,6 +136,18 @@ def test_token_goes_unencrypted_only_when_tls_is_disabled_explicitly(
     assert caught.value.sqlstate == "28000"
 
 
+def password_login(driver, server, user, password):
+    return connect_and_query(
+        driver,
+        host="127.0.0.1",
+        port=server.port,
+        user=user,
+        dbname="postgres",
+        password=password,
+        sslmode="require",
+    )
+
+
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_password_mode_calls_the_password_callable_per_connect(driver, tls_server, make_role):
     name = make_role("s3cret-pw")
@@ -146,16 +158,7 @@ def test_password_mode_calls_the_password_callable_per_connect(driver, tls_serve
         return "s3cret-pw"
 
     for _ in range(2):
-        user, encrypted = connect_and_query(
-            driver,
-            host="127.0.0.1",
-            port=tls_server.port,
-            user=name,
-            dbname="postgres",
-            password=password,
-            sslmode="require",
-        )
-        assert (user, encrypted) == (name, True)
+        assert password_login(driver, tls_server, name, password) == (name, True)
     assert len(calls) == 2
 
 
@@ -166,16 +169,7 @@ def test_async_password_callable(tls_server, make_role):
         return "async-pw"
 
     for driver in ("psycopg-async", "asyncpg"):
-        user, _ = connect_and_query(
-            driver,
-            host="127.0.0.1",
-            port=tls_server.port,
-            user=name,
-            dbname="postgres",
-            password=password,
-            sslmode="require",
-        )
-        assert user == name
+        assert password_login(driver, tls_server, name, password) == (name, True)
     with pytest.raises(ConfigurationError, match="awaitable"):
         warmdb.psycopg2.connect(host="127.0.0.1", port=tls_server.port, password=password)
 

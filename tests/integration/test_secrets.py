@@ -52,7 +52,7 @@ def test_no_secret_in_logs_reprs_or_errors(
 
     plan = ConnectPlan(None, {"user": "leak", **common})
     texts += [repr(plan), repr(plan.endpoint), repr(from_environment()), caplog.text]
-    assert any("signing DbConnect token" in record.getMessage() for record in caplog.records)
+    assert any("IAM token (DbConnect)" in record.getMessage() for record in caplog.records)
     for text in texts:
         for secret in forbidden_strings(good):
             assert secret not in text

@@ -1,1 +1,36 @@
-"""A local endpoint that behaves like Aurora DSQL, on an embedded PostgreSQL."""
+"""A local endpoint that behaves like Aurora DSQL, on an embedded PostgreSQL.
+
+Start one with ``warmdb emulate`` or, from Python, :func:`serve`::
+
+    with warmdb.emulator.serve(time_scale=60) as dsql:
+        psycopg.connect(**dsql.connection_params())
+
+The names below are imported on first use, so ``import warmdb.emulator`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from warmdb.emulator.limits import Limits
+    from warmdb.emulator.service import Emulator, random_credentials, serve
+    from warmdb.emulator.stats import StatsSnapshot
+
+__all__ = ["Emulator", "Limits", "StatsSnapshot", "random_credentials", "serve"]
+
+_HOMES = {
+    "Emulator": "warmdb.emulator.service",
+    "Limits": "warmdb.emulator.limits",
+    "StatsSnapshot": "warmdb.emulator.stats",
+    "random_credentials": "warmdb.emulator.service",
+    "serve": "warmdb.emulator.service",
+}
+
+
+def __getattr__(name: str) -> object:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'warmdb.emulator' has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)

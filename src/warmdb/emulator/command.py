@@ -1,0 +1,174 @@
+"""``warmdb emulate``: run a local endpoint that behaves like Aurora DSQL until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from warmdb.emulator.service import Emulator
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``emulate`` options to *parser*."""
+    parser.epilog = (
+        "Durations are seconds of DSQL time; --time-scale divides them all (and token "
+        "lifetimes). Stop with Ctrl-C; statistics are printed on exit."
+    )
+    add = parser.add_argument
+    add("--port", type=int, default=0, help="TCP port (default: a free port, printed)")
+    add("--listen", default="127.0.0.1", metavar="ADDRESS", help="address (default 127.0.0.1)")
+    add("--region", default="us-east-1", help="region tokens must name (default us-east-1)")
+    add(
+        "--hostname",
+        help="the endpoint's host name (default local.dsql.REGION.on.aws); tokens for it, "
+        "localhost, loopback addresses and names resolving to loopback are accepted",
+    )
+    add(
+        "--credentials",
+        choices=("random", "env"),
+        default="random",
+        help="the key pair clients sign with: a new random pair, printed (default), or "
+        "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY[/AWS_SESSION_TOKEN] from the environment, "
+        "which are accepted in addition to a random pair in any case",
+    )
+    add("--data-dir", help="keep the database here (default: a temporary directory)")
+    add("--json", action="store_true", help="print the endpoint as one JSON line once ready")
+    add("--time-scale", type=float, default=1.0, metavar="K", help="divide durations by K")
+    add(
+        "--occ-conflict-rate",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="fail this fraction of COMMITs with 40001 OC000 (default 0)",
+    )
+    add("--seed", type=int, help="seed for --occ-conflict-rate, for reproducible runs")
+    add("--connection-rate", type=float, default=100.0, help="new connections/s (default 100)")
+    add("--connection-burst", type=int, default=1000, help="connection burst (default 1000)")
+    add("--max-connections", type=int, default=10_000, help="open connections (default 10000)")
+    add("--connection-lifetime", type=float, default=3600.0, help="seconds (default 3600)")
+    add("--transaction-age", type=float, default=300.0, help="seconds (default 300)")
+    add("--transaction-rows", type=int, default=3000, help="modified rows (default 3000)")
+    add(
+        "--transaction-bytes",
+        type=int,
+        default=10 * 1024 * 1024,
+        help="bytes of statements and data per transaction (default 10 MiB)",
+    )
+    add("--tls-cert", help="server certificate chain (PEM) instead of a generated one")
+    add("--tls-key", help="the key of --tls-cert (PEM)")
+    add(
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="log level on standard error (default info: refusals are logged with reasons)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the emulator, print how to connect, serve until SIGINT or SIGTERM."""
+    import json
+    import logging
+    import signal
+    import threading
+
+    from warmdb.auth.credentials import from_environment
+    from warmdb.emulator.limits import Limits
+    from warmdb.emulator.service import Emulator, random_credentials
+    from warmdb.errors import ConfigurationError
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ConfigurationError("--tls-cert and --tls-key go together")
+    environment = from_environment()
+    if args.credentials == "env" and environment is None:
+        raise ConfigurationError(
+            "--credentials env: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set"
+        )
+    primary = environment if args.credentials == "env" else random_credentials()
+    assert primary is not None
+    accept = [environment] if environment is not None and environment != primary else []
+    limits = Limits(
+        connection_rate=args.connection_rate,
+        connection_burst=args.connection_burst,
+        max_connections=args.max_connections,
+        connection_lifetime=args.connection_lifetime,
+        transaction_age=args.transaction_age,
+        transaction_rows=args.transaction_rows,
+        transaction_bytes=args.transaction_bytes,
+        time_scale=args.time_scale,
+    )
+    emulator = Emulator(
+        host=args.listen,
+        port=args.port,
+        region=args.region,
+        hostname=args.hostname,
+        credentials=primary,
+        accept=accept,
+        limits=limits,
+        occ_conflict_rate=args.occ_conflict_rate,
+        data_dir=args.data_dir,
+        tls_files=(args.tls_cert, args.tls_key) if args.tls_cert else None,
+        seed=args.seed,
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    emulator.start()
+    try:
+        # The user's own secret key is never printed; a random one is the point of printing.
+        show_secret = args.credentials == "random"
+        if args.json:
+            info = emulator.describe()
+            if not show_secret:
+                info["secret_access_key"] = None
+            print(json.dumps(info), flush=True)
+        else:
+            print(_banner(emulator, show_secret=show_secret), flush=True)
+        stop.wait()
+    finally:
+        stats = emulator.stats
+        emulator.stop()
+    if args.json:
+        print(json.dumps({"stats": stats.as_dict()}), flush=True)
+    else:
+        print(_stats_text(stats.as_dict()), flush=True)
+    return 0
+
+
+def _banner(emulator: Emulator, *, show_secret: bool) -> str:
+    keys = emulator.credentials
+    if show_secret:
+        credentials = f"AWS_ACCESS_KEY_ID={keys.access_key} AWS_SECRET_ACCESS_KEY={keys.secret_key}"
+        note = "(or --credentials env / your own AWS environment keys)"
+    else:
+        credentials = f"your AWS environment keys (AWS_ACCESS_KEY_ID={keys.access_key})"
+        note = ""
+    host, port, ca = emulator.hostname, emulator.port, emulator.ca_path
+    try_line = (
+        f'PGPASSWORD="$(warmdb token --host {host})" psql "host={host} hostaddr={emulator.host} '
+        f'port={port} user=admin dbname=postgres sslmode=verify-full sslrootcert={ca}"'
+    )
+    return "\n".join(
+        [
+            f"Aurora DSQL-compatible endpoint on {emulator.host}:{port} "
+            f"(embedded PostgreSQL {emulator.postgres_version()})",
+            f"  host name   : {host} (also localhost, loopback addresses and names "
+            "resolving to them; see --hostname)",
+            f"  region      : {emulator.region}",
+            f"  credentials : {credentials} {note}".rstrip(),
+            f"  TLS CA      : {ca}",
+            f"  try         : {try_line}",
+            "Press Ctrl-C to stop.",
+        ]
+    )
+
+
+def _stats_text(stats: dict[str, object]) -> str:
+    lines = ["warmdb emulate: statistics"]
+    lines += [f"  {name:<17}: {value}" for name, value in stats.items()]
+    return "\n".join(lines)

@@ -1,0 +1,49 @@
+"""pytest fixtures for test suites that talk to Aurora DSQL: a local emulator, started once.
+
+Installed with warmdb (an entry point in ``pytest11``), so a test only asks for it::
+
+    def test_orders(dsql_emulator):
+        conn = psycopg.connect(**dsql_emulator.connection_params(user="admin"))
+
+Configure it by overriding ``dsql_emulator_options`` in a ``conftest.py``; it returns the
+keyword arguments of :class:`warmdb.emulator.Emulator`::
+
+    @pytest.fixture(scope="session")
+    def dsql_emulator_options():
+        return {"time_scale": 60, "occ_conflict_rate": 0.1, "seed": 7}
+
+Nothing is imported or started unless a test uses the fixture.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from warmdb.emulator.service import Emulator
+
+__all__ = ["dsql_emulator", "dsql_emulator_options"]
+
+
+@pytest.fixture(scope="session")
+def dsql_emulator_options() -> dict[str, Any]:
+    """Keyword arguments for the session's emulator; DSQL's defaults unless overridden."""
+    return {}
+
+
+@pytest.fixture(scope="session")
+def dsql_emulator(dsql_emulator_options: dict[str, Any]) -> Iterator[Emulator]:
+    """A running DSQL emulator, shared by the whole test session.
+
+    It gives ``host``, ``port``, ``region``, ``hostname``, ``ca_path``, ``credentials``,
+    live ``stats``, ``token(user)`` and ``connection_params(user)``.
+    """
+    from warmdb.emulator.service import Emulator
+
+    with Emulator(**dsql_emulator_options) as emulator:
+        yield emulator

@@ -1,0 +1,125 @@
+"""The Python API beyond the basics: kept data, given TLS files, the pytest plugin's options."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import psycopg
+import pytest
+import trustme
+
+from warmdb.emulator import Emulator, Limits, serve
+
+
+@pytest.fixture
+def reachable_dir():
+    """A directory the server account can reach when tests run as root (pytest's are 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="warmdb-test-"))
+    path.chmod(0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_data_dir_keeps_data(reachable_dir):
+    data = reachable_dir / "data"
+    with serve(data_dir=data) as dsql, psycopg.connect(**dsql.connection_params()) as conn:
+        conn.execute("create table kept (id int)")
+        conn.execute("insert into kept values (7)")
+        conn.commit()
+    with serve(data_dir=data) as dsql, psycopg.connect(**dsql.connection_params()) as conn:
+        assert conn.execute("select id from kept").fetchone() == (7,)
+
+
+def test_given_tls_files(tmp_path):
+    ca = trustme.CA()
+    cert = ca.issue_cert("db.example.test")
+    cert_path, key_path, ca_path = tmp_path / "c.pem", tmp_path / "k.pem", tmp_path / "ca.pem"
+    cert.cert_chain_pems[0].write_to_path(str(cert_path))
+    cert.private_key_pem.write_to_path(str(key_path))
+    ca.cert_pem.write_to_path(str(ca_path))
+    with Emulator(hostname="db.example.test", tls_files=(cert_path, key_path)) as dsql:
+        assert dsql.ca_path == cert_path
+        params = dsql.connection_params()
+        params["sslrootcert"] = str(ca_path)
+        with psycopg.connect(**params) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+
+
+def test_generated_key_is_private():
+    with serve() as dsql:
+        key = dsql.ca_path.parent / "server.key"
+        assert key.stat().st_mode & 0o077 == 0
+        workdir = dsql.ca_path.parent.parent
+    assert not workdir.exists()
+
+
+def test_limits_and_time_scale_options():
+    with Emulator(limits=Limits(transaction_rows=10), time_scale=5) as dsql:
+        assert dsql.limits.transaction_rows == 10
+        assert dsql.limits.time_scale == 5
+
+
+def test_pytest_plugin_fixture_and_options(tmp_path):
+    (tmp_path / "conftest.py").write_text(
+        textwrap.dedent(
+            """
+            import pytest
+
+            @pytest.fixture(scope="session")
+            def dsql_emulator_options():
+                return {"region": "ap-south-1", "time_scale": 30}
+            """
+        )
+    )
+    (tmp_path / "test_user_suite.py").write_text(
+        textwrap.dedent(
+            """
+            import psycopg
+
+            def test_connects(dsql_emulator):
+                assert dsql_emulator.region == "ap-south-1"
+                assert dsql_emulator.limits.time_scale == 30
+                with psycopg.connect(**dsql_emulator.connection_params()) as conn:
+                    assert conn.execute("select 1").fetchone() == (1,)
+                assert dsql_emulator.stats.accepted == 1
+            """
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
+
+
+def test_pgserver_wheel_binaries_as_upstream():
+    """What a machine without a PostgreSQL server gets: the pgserver wheel's binaries."""
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("the pgserver wheel is not installed")
+    bin_dir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    with Emulator(bin_dir=bin_dir) as dsql, psycopg.connect(**dsql.connection_params()) as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
+        assert dsql.postgres_version().startswith("16")
+
+
+def test_stop_closes_open_connections():
+    dsql = serve()
+    conn = psycopg.connect(**dsql.connection_params(), autocommit=True)
+    try:
+        dsql.stop()
+        with pytest.raises(psycopg.OperationalError):
+            conn.execute("select 1")
+    finally:
+        conn.close()
+        dsql.stop()

@@ -1,0 +1,175 @@
+"""Real clients through the emulator: psycopg, psycopg2, asyncpg and psql, with tokens from
+warmdb's signer and from botocore."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+
+import asyncpg
+import psycopg
+import psycopg2
+import pytest
+
+from warmdb.auth.tokens import TokenSpec, sign_token
+
+
+def botocore_token(dsql, user="admin", host=None):
+    import botocore.session
+
+    session = botocore.session.Session()
+    session.set_credentials(dsql.credentials.access_key, dsql.credentials.secret_key)
+    client = session.create_client("dsql", region_name=dsql.region)
+    host = host or dsql.hostname
+    if user == "admin":
+        return client.generate_db_connect_admin_auth_token(host, dsql.region)
+    return client.generate_db_connect_auth_token(host, dsql.region)
+
+
+def test_psycopg_with_warmdb_token(dsql_emulator):
+    with psycopg.connect(**dsql_emulator.connection_params()) as conn:
+        row = conn.execute(
+            "select current_user, current_setting('transaction_isolation'), "
+            "current_setting('ssl') is not null"
+        ).fetchone()
+        assert row[:2] == ("admin", "repeatable read")
+        assert conn.info.parameter_status("server_version")
+
+
+def test_psycopg_with_botocore_token(dsql_emulator):
+    params = dsql_emulator.connection_params(token=False)
+    with psycopg.connect(**params, password=botocore_token(dsql_emulator)) as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
+
+
+def test_psycopg2_with_botocore_token(dsql_emulator):
+    params = dsql_emulator.connection_params(token=False)
+    conn = psycopg2.connect(**params, password=botocore_token(dsql_emulator))
+    try:
+        with conn.cursor() as cur:
+            cur.execute("select %s::int + 1", (41,))
+            assert cur.fetchone() == (42,)
+    finally:
+        conn.close()
+
+
+def test_non_admin_user_needs_a_role_as_in_dsql(dsql_emulator):
+    with psycopg.connect(**dsql_emulator.connection_params(), autocommit=True) as admin:
+        admin.execute("drop role if exists app_reader")
+        with pytest.raises(psycopg.OperationalError, match='role "app_reader" does not exist'):
+            psycopg.connect(**dsql_emulator.connection_params("app_reader"))
+        admin.execute("create role app_reader login")
+    with psycopg.connect(**dsql_emulator.connection_params("app_reader")) as conn:
+        assert conn.execute("select current_user").fetchone() == ("app_reader",)
+
+
+def test_asyncpg_with_token_for_loopback_address(dsql_emulator):
+    """asyncpg connects to 127.0.0.1 and signs for it; TLS is verified against the CA."""
+    spec = TokenSpec(
+        kind="dsql",
+        host="127.0.0.1",
+        port=dsql_emulator.port,
+        region="us-east-1",
+        user="admin",
+        expires_in=900,
+    )
+    import time
+
+    token = sign_token(spec, dsql_emulator.credentials, time.time())
+    context = ssl.create_default_context(cafile=str(dsql_emulator.ca_path))
+
+    async def main():
+        conn = await asyncpg.connect(
+            host="127.0.0.1",
+            port=dsql_emulator.port,
+            user="admin",
+            database="postgres",
+            password=token,
+            ssl=context,
+        )
+        try:
+            await conn.execute(
+                "create table if not exists asyncpg_items (id int primary key, name text)"
+            )
+            await conn.execute("delete from asyncpg_items")
+            statement = await conn.prepare("insert into asyncpg_items values ($1, $2)")
+            for i in range(5):
+                await statement.fetch(i, f"item {i}")
+            async with conn.transaction():
+                await conn.executemany(
+                    "insert into asyncpg_items values ($1, $2)", [(i, "many") for i in range(5, 50)]
+                )
+            select = await conn.prepare("select count(*) from asyncpg_items where id < $1")
+            counts = [await select.fetchval(n) for n in (10, 50)]
+            copied = await conn.copy_records_to_table(
+                "asyncpg_items", records=[(100 + i, "copied") for i in range(20)]
+            )
+            total = await conn.fetchval("select count(*) from asyncpg_items")
+            return counts, copied, total
+        finally:
+            await conn.close()
+
+    counts, copied, total = asyncio.run(main())
+    assert counts == [10, 50]
+    assert copied == "COPY 20"
+    assert total == 70
+
+
+def test_psycopg_copy_in_and_out(dsql_emulator):
+    with psycopg.connect(**dsql_emulator.connection_params()) as conn:
+        conn.execute("create table if not exists copy_items (id int primary key, name text)")
+        conn.execute("delete from copy_items")
+        with conn.cursor().copy("copy copy_items from stdin (format text)") as copy:
+            for i in range(100):
+                copy.write_row((i, f"name {i}"))
+        conn.commit()
+        out = bytearray()
+        with conn.cursor().copy("copy copy_items to stdout") as copy:
+            for chunk in copy:
+                out += chunk
+        assert out.count(b"\n") == 100
+
+
+@pytest.mark.skipif(shutil.which("psql") is None, reason="psql not installed")
+def test_psql_with_token_from_warmdb_cli(dsql_emulator):
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": dsql_emulator.credentials.access_key,
+        "AWS_SECRET_ACCESS_KEY": dsql_emulator.credentials.secret_key,
+    }
+    token = subprocess.run(
+        [sys.executable, "-m", "warmdb", "token", "--host", dsql_emulator.hostname],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.strip()
+    params = dsql_emulator.connection_params(token=False)
+    conninfo = " ".join(f"{k}={v}" for k, v in params.items())
+    result = subprocess.run(
+        ["psql", conninfo, "-At", "-c", "select 'ok from ' || current_user"],
+        env={**env, "PGPASSWORD": token},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok from admin"
+
+
+def test_stats_count_connections_and_queries(dsql_emulator):
+    before = dsql_emulator.stats
+    with psycopg.connect(**dsql_emulator.connection_params(), autocommit=True) as conn:
+        for _ in range(3):
+            conn.execute("select 1")
+        assert dsql_emulator.stats.current >= 1
+    after = dsql_emulator.stats
+    assert after.accepted == before.accepted + 1
+    assert after.queries >= before.queries + 3
+    assert after.transactions >= before.transactions + 3
+    assert after.peak >= 1

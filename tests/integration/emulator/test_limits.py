@@ -1,0 +1,203 @@
+"""DSQL's limits through real clients: connection rate and burst, open connections, lifetime,
+transaction age, rows and size."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+
+import asyncpg
+import psycopg
+import pytest
+
+from warmdb.emulator.limits import Limits
+
+from .conftest import emulator, login, wait_for
+
+
+def test_rate_limit_burst_then_refill():
+    with emulator(limits=Limits(connection_rate=5, connection_burst=10)) as dsql:
+        token = dsql.token()
+        results = [login(dsql, token) for _ in range(10)]
+        assert results == [{}] * 10
+        refused = login(dsql, token)
+        assert (refused["C"], refused["M"]) == (
+            "53400",
+            "Unable to accept connection, rate exceeded.",
+        )
+        assert refused["S"] == "FATAL"
+        # The bucket refills at 5 per second: one connection after 0.2 s, not two.
+        time.sleep(0.25)
+        assert login(dsql, token) == {}
+        assert login(dsql, token)["C"] == "53400"
+        stats = dsql.stats
+        assert stats.accepted == 11
+        assert stats.rejected == {"rate": 2}
+
+
+def test_max_connections():
+    with emulator(limits=Limits(max_connections=3)) as dsql:
+        conns = [psycopg.connect(**dsql.connection_params()) for _ in range(3)]
+        try:
+            with pytest.raises(psycopg.OperationalError) as info:
+                psycopg.connect(**dsql.connection_params())
+            assert "Unable to accept connection, too many open connections." in str(info.value)
+            assert login(dsql, dsql.token())["C"] == "53300"
+            conns.pop().close()
+            wait_for(lambda: dsql.stats.current == 2)
+            conns.append(psycopg.connect(**dsql.connection_params()))
+            assert dsql.stats.peak == 3
+            assert dsql.stats.rejected == {"max_connections": 2}
+        finally:
+            for conn in conns:
+                conn.close()
+
+
+def test_connection_lifetime_under_time_scale():
+    # 60 s of DSQL time at scale 60: one real second (tokens last 900 / 60 = 15 s).
+    with emulator(time_scale=60, limits=Limits(connection_lifetime=60)) as dsql:
+        conn = psycopg.connect(**dsql.connection_params(), autocommit=True)
+        assert conn.execute("select 1").fetchone() == (1,)
+        time.sleep(1.2)
+        with pytest.raises(psycopg.OperationalError, match="connection duration limit exceeded"):
+            conn.execute("select 1")
+        assert conn.closed
+        assert dsql.stats.expired == 1
+        wait_for(lambda: dsql.stats.current == 0)
+
+
+@pytest.fixture(scope="module")
+def aged():
+    # 300 s of transaction age at scale 600: half a real second; lifetime 6 s.
+    with emulator(time_scale=600) as dsql:
+        with psycopg.connect(**dsql.connection_params(), autocommit=True) as conn:
+            conn.execute("create table aged (id int primary key)")
+        yield dsql
+
+
+def test_transaction_age_simple_protocol(aged):
+    with psycopg.connect(**aged.connection_params()) as conn:
+        conn.execute("insert into aged values (1)")
+        time.sleep(0.7)
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded) as info:
+            conn.execute("insert into aged values (2)")
+        assert info.value.sqlstate == "54000"
+        assert str(info.value) == "transaction age limit of 300s exceeded"
+        conn.rollback()
+        # The transaction was rolled back; the connection keeps working.
+        assert conn.execute("select count(*) from aged").fetchone() == (0,)
+        conn.rollback()
+    assert aged.stats.limit_violations["transaction_age"] >= 1
+
+
+async def refused_in_old_transaction(conn):
+    async with conn.transaction():
+        await conn.execute("insert into aged values (10)")
+        await asyncio.sleep(0.7)
+        await conn.fetch("select $1::int", 1)
+
+
+def test_transaction_age_extended_protocol(aged):
+    context = ssl.create_default_context(cafile=str(aged.ca_path))
+
+    async def main():
+        conn = await asyncpg.connect(
+            host="127.0.0.1",
+            port=aged.port,
+            user="admin",
+            database="postgres",
+            password=aged.token(host="127.0.0.1"),
+            ssl=context,
+        )
+        try:
+            with pytest.raises(asyncpg.PostgresError) as info:
+                await refused_in_old_transaction(conn)
+            assert info.value.sqlstate == "54000"
+            assert await conn.fetchval("select count(*) from aged where id = 10") == 0
+        finally:
+            await conn.close()
+
+    asyncio.run(main())
+
+
+def test_transaction_age_resets_between_transactions(aged):
+    with psycopg.connect(**aged.connection_params()) as conn:
+        for _ in range(3):
+            conn.execute("select 1")
+            conn.commit()
+            time.sleep(0.3)
+
+
+@pytest.fixture
+def items(dsql_emulator):
+    conn = psycopg.connect(**dsql_emulator.connection_params())
+    conn.execute("create table if not exists items (id int primary key, payload text)")
+    conn.execute("delete from items")
+    conn.commit()
+    yield conn
+    conn.close()
+
+
+def count(conn) -> int:
+    value = conn.execute("select count(*) from items").fetchone()[0]
+    conn.rollback()
+    return value
+
+
+def test_row_limit_in_one_statement(items):
+    with pytest.raises(psycopg.errors.ProgramLimitExceeded, match="transaction row limit exceeded"):
+        items.execute("insert into items select g, 'x' from generate_series(1, 3001) g")
+    items.rollback()
+    assert count(items) == 0
+
+
+def test_row_limit_across_statements(items):
+    items.execute("insert into items select g, 'x' from generate_series(1, 2000) g")
+    items.execute("update items set payload = 'y' where id <= 1000")
+    with pytest.raises(psycopg.errors.ProgramLimitExceeded) as info:
+        items.execute("delete from items where id <= 1")
+    assert info.value.sqlstate == "54000"
+    items.rollback()
+    assert count(items) == 0
+
+
+def test_row_limit_allows_exactly_3000(items):
+    items.execute("insert into items select g, 'x' from generate_series(1, 3000) g")
+    items.commit()
+    assert count(items) == 3000
+
+
+def copy_rows(conn, n):
+    with conn.cursor().copy("copy items from stdin") as copy:
+        for i in range(n):
+            copy.write_row((10_000 + i, "c"))
+
+
+def test_row_limit_counts_copy_in_not_copy_out(items):
+    items.execute("insert into items select g, 'x' from generate_series(1, 2000) g")
+    items.commit()
+    with items.cursor().copy("copy items to stdout") as copy:
+        assert sum(bytes(chunk).count(b"\n") for chunk in copy) == 2000
+    with pytest.raises(psycopg.errors.ProgramLimitExceeded):
+        copy_rows(items, 3001)
+    items.rollback()
+    assert count(items) == 2000
+
+
+def test_size_limit(items):
+    big = "x" * (6 * 1024 * 1024)
+    items.execute("insert into items values (1, %s)", (big,))
+    with pytest.raises(psycopg.errors.ProgramLimitExceeded) as info:
+        items.execute("insert into items values (2, %s)", (big,))
+    assert str(info.value) == "transaction size limit 10mb exceeded"
+    items.rollback()
+    assert count(items) == 0
+
+
+def test_stats_count_violations(dsql_emulator, items):
+    before = dsql_emulator.stats.limit_violations.get("transaction_rows", 0)
+    with pytest.raises(psycopg.errors.ProgramLimitExceeded):
+        items.execute("insert into items select g, 'x' from generate_series(1, 3001) g")
+    items.rollback()
+    assert dsql_emulator.stats.limit_violations["transaction_rows"] == before + 1

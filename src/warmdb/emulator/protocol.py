@@ -31,12 +31,16 @@ __all__ = [
     "authentication_cleartext",
     "authentication_code",
     "backend_key_data",
+    "bind_statement",
     "cancel_request",
+    "command_tag",
     "encode",
     "error_fields",
     "error_response",
     "modified_rows",
+    "parse_backend_key_data",
     "parse_startup",
+    "parse_statement",
     "password_from_message",
     "query_message",
     "query_text",
@@ -383,3 +387,25 @@ def modified_rows(message: bytes) -> int:
 def command_tag(message: bytes) -> str:
     """The command name of a CommandComplete (``"INSERT"``, ``"COPY"``...)."""
     return message[5:].rstrip(b"\x00").split(b" ", 1)[0].decode("ascii", "replace")
+
+
+def parse_statement(message: bytes) -> tuple[bytes, bytes]:
+    """The statement name and SQL text of a Parse message.
+
+    :raises ProtocolError: the body does not hold two NUL-terminated strings.
+    """
+    parts = message[5:].split(b"\x00", 2)
+    if len(parts) < 3:
+        raise ProtocolError("malformed Parse message")
+    return parts[0], parts[1]
+
+
+def bind_statement(message: bytes) -> bytes:
+    """The name of the prepared statement a Bind message binds (``b""`` for the unnamed one).
+
+    :raises ProtocolError: the body does not start with two NUL-terminated strings.
+    """
+    parts = message[5:].split(b"\x00", 2)
+    if len(parts) < 3:
+        raise ProtocolError("malformed Bind message")
+    return parts[1]

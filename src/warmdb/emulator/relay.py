@@ -34,6 +34,8 @@ __all__ = ["Relay"]
 logger = logging.getLogger(__name__)
 
 _ROLLBACK = protocol.query_message("ROLLBACK")
+_BEGIN = protocol.query_message("BEGIN")
+_COMMIT_QUERY = protocol.query_message("COMMIT")
 _SYNC = protocol.encode(b"S", b"")
 _IDLE_READY = protocol.ready_for_query(b"I")
 _COMMIT = re.compile(r"\s*(commit|end)(\s+(work|transaction))?\s*;?\s*", re.IGNORECASE)
@@ -43,8 +45,26 @@ _EXTENDED_TYPES = frozenset(b"PBEDC")
 # Client messages whose bytes count towards the transaction size: statements, bound
 # parameters and COPY data.
 _SIZED_TYPES = frozenset(b"QBd")
+_COPY_TYPES = frozenset(b"dcf")
 _CONFLICT_CODES = frozenset({"40001", "40P01"})
-_Q, _S, _X, _Z, _C, _G, _E = (ord(c) for c in "QSXZCGE")
+_WRITE = re.compile(rb"\s*(insert|update|delete|merge|copy|with)\b", re.IGNORECASE)
+
+
+# Prepared statements remembered per session, to know whether a Bind runs a write; a
+# session that prepares more than this many distinct names starts over.
+_MAX_STATEMENTS = 10_000
+
+
+def _is_single_write(sql: bytes) -> bool:
+    """Whether *sql* is one statement that may modify rows.
+
+    Conservative: any ``;`` before the end (even inside a literal) means "several".
+    """
+    text = sql.rstrip(b" \t\r\n;\x00")
+    return b";" not in text and _WRITE.match(text) is not None
+
+
+_Q, _S, _X, _Z, _C, _G, _E, _P, _B = (ord(c) for c in "QSXZCGEPB")
 
 
 class Relay:
@@ -80,14 +100,23 @@ class Relay:
         self.to_upstream = bytearray()
         self.status = status
         # One entry per upstream ReadyForQuery still to come: None for the client's own
-        # cycles; for the relay's own (a ROLLBACK, a hidden Sync), the bytes the client
-        # gets instead of the upstream's replies.
+        # cycles; for the relay's own (ROLLBACK, COMMIT, a hidden BEGIN or Sync), the bytes
+        # the client gets instead of the upstream's replies.
         self.cycles: collections.deque[bytes | None] = collections.deque()
         self.client_partial = False
         self.deferred: bytes | None = None
         self.rejecting = False
         self.dropping = False
         self.copy_in = False
+        # A wrapped autocommitted write (see _wrap): in progress, ending, committing; and
+        # the client messages held back meanwhile.
+        self.wrapping = False
+        self.wrap_cycle_open = False
+        self.wrap_ending = False
+        self.committing = False
+        self.held: list[bytes] = []
+        # Whether each prepared statement (by name) is a single write statement.
+        self.statements: dict[bytes, bool] = {}
         self._reset_transaction()
 
     def _reset_transaction(self) -> None:
@@ -99,6 +128,12 @@ class Relay:
     def from_client(self, message: bytes) -> None:
         """Handle one whole client message: forward it, or refuse it."""
         kind = message[0]
+        if self.wrapping and not self.wrap_cycle_open and kind not in _COPY_TYPES:
+            # The relay's own transaction around an autocommitted write is still open: no
+            # other statement of the client's may run inside it (COPY data of the wrapped
+            # statement itself must go on).
+            self.held.append(message)
+            return
         if self.rejecting:
             # Skipping the rest of a refused extended-protocol sequence.
             if kind in (_S, _X):
@@ -118,7 +153,7 @@ class Relay:
             ):
                 self._refuse_statement(message)
                 return
-        if kind in _SIZED_TYPES and self.status != b"I":
+        if kind in _SIZED_TYPES and (self.status != b"I" or self.wrapping):
             self.txn_bytes += len(message)
             if self.txn_bytes > self.limits.transaction_bytes and self.violation is None:
                 self.violation = "transaction_size"
@@ -132,15 +167,84 @@ class Relay:
             self.stats.add("occ_conflicts")
             self._inject(self._answer("occ"))
             return
+        if self._starts_autocommitted_write(kind, message):
+            self._wrap(message)
+            return
         self.to_upstream += message
         if kind in (_Q, _S):
             self.cycles.append(None)
             self.client_partial = False
+            self.wrap_cycle_open = False
             if self.deferred is not None:
                 deferred, self.deferred = self.deferred, None
                 self._inject(deferred)
         elif kind in _EXTENDED_TYPES:
             self.client_partial = True
+
+    def _starts_autocommitted_write(self, kind: int, message: bytes) -> bool:
+        """Whether *message* starts a write statement outside a transaction block."""
+        if kind == _P:
+            name, sql = protocol.parse_statement(message)
+            is_write = _is_single_write(sql)
+            if len(self.statements) >= _MAX_STATEMENTS:
+                self.statements.clear()
+            self.statements[name] = is_write
+        elif kind == _B:
+            is_write = self.statements.get(protocol.bind_statement(message), False)
+        elif kind == _Q:
+            is_write = _is_single_write(message[5:])
+        else:
+            return False
+        # Only at the start of a cycle, with no other cycle in flight, is the status known.
+        return is_write and self.status == b"I" and not self.cycles and not self.client_partial
+
+    def _wrap(self, message: bytes) -> None:
+        """Run an autocommitted write statement in a transaction of the relay's own.
+
+        DSQL refuses a statement over the row or size limit even outside a transaction
+        block; PostgreSQL would have committed it before its row count is known. So the
+        statement runs between a hidden BEGIN and a COMMIT (or ROLLBACK) sent once its
+        result is in, which also puts its conflicts at commit, as on DSQL.
+        """
+        self.to_upstream += _BEGIN
+        self.cycles.append(b"")
+        self.to_upstream += message
+        self.wrapping = True
+        if message[0] == _Q:
+            self.cycles.append(None)
+        else:
+            # An extended-protocol sequence: its own messages go on up to its Sync.
+            self.client_partial = True
+            self.wrap_cycle_open = True
+        self.txn_bytes += len(message)
+        if self.txn_bytes > self.limits.transaction_bytes:
+            self.violation = "transaction_size"
+
+    def _unwrap(self, status: bytes) -> None:
+        """The client's wrapped statement has ended with *status*: commit or roll back."""
+        self.wrap_ending = True
+        if self.dropping:
+            self.dropping = False
+            self._inject(_IDLE_READY)
+        elif self.violation is not None:
+            self.stats.violation(self.violation)
+            self._inject(self._answer(self.violation))
+        elif status != b"T":
+            self._inject(_IDLE_READY)  # the statement failed: its error is already sent
+        elif self.occ_conflict_rate > 0 and self.rng.random() < self.occ_conflict_rate:
+            self.stats.add("occ_conflicts")
+            self._inject(self._answer("occ"))
+        else:
+            self._reset_transaction()
+            self.to_upstream += _COMMIT_QUERY
+            self.cycles.append(_IDLE_READY)
+            self.committing = True
+
+    def _wrap_ended(self) -> None:
+        self.wrapping = self.wrap_ending = self.committing = False
+        held, self.held = self.held, []
+        for message in held:
+            self.from_client(message)
 
     def _refuse_statement(self, message: bytes) -> None:
         self.stats.violation("transaction_age")
@@ -185,7 +289,11 @@ class Relay:
             self._upstream_ready(message, out)
             return
         if self.cycles and self.cycles[0] is not None:
-            return  # a reply to the emulator's own ROLLBACK or Sync
+            # A reply to the relay's own statement: only a failed COMMIT of a wrapped
+            # write concerns the client.
+            if self.committing and kind == _E:
+                out += self._rename_conflict(message)
+            return
         if self.dropping:
             return  # the rest of a cycle whose statement was refused
         if kind == _C:
@@ -207,24 +315,33 @@ class Relay:
                 self.dropping = True
         elif kind == _G:
             self.copy_in = True
-        elif kind == _E and protocol.error_fields(message).get("C") in _CONFLICT_CODES:
-            self.stats.add("occ_conflicts")
-            refusal = self.limits.refusal("occ")
-            message = protocol.replace_error_message(
-                message, code=refusal.code, text=refusal.message
-            )
+        elif kind == _E:
+            message = self._rename_conflict(message)
         out += message
+
+    def _rename_conflict(self, message: bytes) -> bytes:
+        """PostgreSQL's serialization failures and deadlocks, as DSQL's OC000 conflict."""
+        if protocol.error_fields(message).get("C") not in _CONFLICT_CODES:
+            return message
+        self.stats.add("occ_conflicts")
+        refusal = self.limits.refusal("occ")
+        return protocol.replace_error_message(message, code=refusal.code, text=refusal.message)
 
     def _upstream_ready(self, message: bytes, out: bytearray) -> None:
         entry = self.cycles.popleft() if self.cycles else None
         status = protocol.ready_status(message)
         if entry is not None:
-            # The end of the emulator's own cycle: ROLLBACK (counted as the end of the
-            # client's transaction) or a hidden Sync.
+            # The end of the relay's own cycle: a ROLLBACK or COMMIT (counted as the end of
+            # the client's transaction), or a hidden BEGIN or Sync (answered with nothing).
             out += entry
             self.status = status
             if entry:
                 self.stats.add("transactions")
+            if self.wrap_ending:
+                self._wrap_ended()
+            return
+        if self.wrapping:
+            self._unwrap(status)
             return
         if self.dropping or self.violation is not None:
             if status != b"I":

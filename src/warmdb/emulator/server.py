@@ -3,8 +3,8 @@
 One thread per client connection. Before login it reads blocking, under one deadline
 (``startup_timeout``) that bounds the startup packets, the TLS handshake and the password, so
 a slow client holds only its own thread. After login the thread relays both directions with
-non-blocking sockets and a selector: no TLS object is shared between threads, neither peer can
-block the other's direction, and the connection lifetime is the selector's timeout.
+non-blocking sockets and poll: no TLS object is shared between threads, neither peer can
+block the other's direction, and the connection lifetime is the poll timeout.
 
 The relay frames every message because it must: the policy (:mod:`warmdb.emulator.relay`)
 reads transaction status, modified rows and errors from them, and may answer in the

@@ -17,7 +17,7 @@ from .conftest import emulator, login, wait_for
 
 
 def test_rate_limit_burst_then_refill():
-    with emulator(limits=Limits(connection_rate=5, connection_burst=10)) as dsql:
+    with emulator(limits=Limits(connection_rate=2, connection_burst=10)) as dsql:
         token = dsql.token()
         results = [login(dsql, token) for _ in range(10)]
         assert results == [{}] * 10
@@ -27,8 +27,8 @@ def test_rate_limit_burst_then_refill():
             "Unable to accept connection, rate exceeded.",
         )
         assert refused["S"] == "FATAL"
-        # The bucket refills at 5 per second: one connection after 0.2 s, not two.
-        time.sleep(0.25)
+        # The bucket refills at 2 per second: one connection after half a second, not two.
+        time.sleep(0.6)
         assert login(dsql, token) == {}
         assert login(dsql, token)["C"] == "53400"
         stats = dsql.stats
@@ -69,8 +69,8 @@ def test_connection_lifetime_under_time_scale():
 
 @pytest.fixture(scope="module")
 def aged():
-    # 300 s of transaction age at scale 600: half a real second; lifetime 6 s.
-    with emulator(time_scale=600) as dsql:
+    # 300 s of transaction age at scale 300: one real second; tokens 3 s, lifetime 12 s.
+    with emulator(time_scale=300) as dsql:
         with psycopg.connect(**dsql.connection_params(), autocommit=True) as conn:
             conn.execute("create table aged (id int primary key)")
         yield dsql
@@ -79,7 +79,7 @@ def aged():
 def test_transaction_age_simple_protocol(aged):
     with psycopg.connect(**aged.connection_params()) as conn:
         conn.execute("insert into aged values (1)")
-        time.sleep(0.7)
+        time.sleep(1.2)
         with pytest.raises(psycopg.errors.ProgramLimitExceeded) as info:
             conn.execute("insert into aged values (2)")
         assert info.value.sqlstate == "54000"
@@ -94,7 +94,7 @@ def test_transaction_age_simple_protocol(aged):
 async def refused_in_old_transaction(conn):
     async with conn.transaction():
         await conn.execute("insert into aged values (10)")
-        await asyncio.sleep(0.7)
+        await asyncio.sleep(1.2)
         await conn.fetch("select $1::int", 1)
 
 
@@ -126,7 +126,7 @@ def test_transaction_age_resets_between_transactions(aged):
         for _ in range(3):
             conn.execute("select 1")
             conn.commit()
-            time.sleep(0.3)
+            time.sleep(0.4)
 
 
 @pytest.fixture
@@ -201,3 +201,45 @@ def test_stats_count_violations(dsql_emulator, items):
         items.execute("insert into items select g, 'x' from generate_series(1, 3001) g")
     items.rollback()
     assert dsql_emulator.stats.limit_violations["transaction_rows"] == before + 1
+
+
+def test_row_limit_applies_to_autocommitted_statements(dsql_emulator, items):
+    with psycopg.connect(**dsql_emulator.connection_params(), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded):
+            conn.execute("insert into items select g, 'x' from generate_series(1, 3001) g")
+        assert conn.execute("select count(*) from items").fetchone() == (0,)
+        conn.execute("insert into items select g, 'x' from generate_series(1, 3000) g")
+        assert conn.execute("select count(*) from items").fetchone() == (3000,)
+
+
+def test_row_limit_applies_to_autocommitted_extended_protocol(dsql_emulator, items):
+    with psycopg.connect(**dsql_emulator.connection_params(), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded):
+            conn.execute("insert into items select g, %s from generate_series(1, 3001) g", ("x",))
+        assert conn.execute("select count(*) from items").fetchone() == (0,)
+
+
+def test_row_limit_applies_to_asyncpg_executemany(dsql_emulator, items):
+    context = ssl.create_default_context(cafile=str(dsql_emulator.ca_path))
+
+    async def main():
+        conn = await asyncpg.connect(
+            host="127.0.0.1",
+            port=dsql_emulator.port,
+            user="admin",
+            database="postgres",
+            password=dsql_emulator.token(host="127.0.0.1"),
+            ssl=context,
+        )
+        try:
+            rows = [(i, "many") for i in range(3001)]
+            with pytest.raises(asyncpg.PostgresError) as info:
+                await conn.executemany("insert into items values ($1, $2)", rows)
+            assert info.value.sqlstate == "54000"
+            assert await conn.fetchval("select count(*) from items") == 0
+            await conn.executemany("insert into items values ($1, $2)", rows[:3000])
+            return await conn.fetchval("select count(*) from items")
+        finally:
+            await conn.close()
+
+    assert asyncio.run(main()) == 3000

@@ -11,6 +11,7 @@ import ssl
 import time
 from contextlib import contextmanager
 
+import asyncpg
 import pytest
 
 from warmdb.emulator import protocol
@@ -25,8 +26,19 @@ def emulator(**options):
 
 
 def tls_context(dsql: Emulator) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(dsql.ca_path))
-    return context
+    return ssl.create_default_context(cafile=str(dsql.ca_path))
+
+
+async def asyncpg_admin(dsql: Emulator, password: str | None = None) -> asyncpg.Connection:
+    """An asyncpg connection as ``admin`` over verified TLS, with a fresh token by default."""
+    return await asyncpg.connect(
+        host="127.0.0.1",
+        port=dsql.port,
+        user="admin",
+        database="postgres",
+        password=password if password is not None else dsql.token(host="127.0.0.1"),
+        ssl=tls_context(dsql),
+    )
 
 
 def open_socket(dsql: Emulator, *, tls: bool = True, gssenc_first: bool = False) -> socket.socket:

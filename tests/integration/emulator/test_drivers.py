@@ -6,16 +6,16 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import ssl
 import subprocess
 import sys
 
-import asyncpg
 import psycopg
 import psycopg2
 import pytest
 
 from warmdb.auth.tokens import TokenSpec, sign_token
+
+from .conftest import asyncpg_admin
 
 
 def botocore_token(dsql, user="admin", host=None):
@@ -80,17 +80,9 @@ def test_asyncpg_with_token_for_loopback_address(dsql_emulator):
     import time
 
     token = sign_token(spec, dsql_emulator.credentials, time.time())
-    context = ssl.create_default_context(cafile=str(dsql_emulator.ca_path))
 
     async def main():
-        conn = await asyncpg.connect(
-            host="127.0.0.1",
-            port=dsql_emulator.port,
-            user="admin",
-            database="postgres",
-            password=token,
-            ssl=context,
-        )
+        conn = await asyncpg_admin(dsql_emulator, token)
         try:
             await conn.execute(
                 "create table if not exists asyncpg_items (id int primary key, name text)"

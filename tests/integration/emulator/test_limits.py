@@ -4,7 +4,6 @@ transaction age, rows and size."""
 from __future__ import annotations
 
 import asyncio
-import ssl
 import time
 
 import asyncpg
@@ -13,7 +12,7 @@ import pytest
 
 from warmdb.emulator.limits import Limits
 
-from .conftest import emulator, login, wait_for
+from .conftest import asyncpg_admin, emulator, login, wait_for
 
 
 def test_rate_limit_burst_then_refill():
@@ -99,17 +98,9 @@ async def refused_in_old_transaction(conn):
 
 
 def test_transaction_age_extended_protocol(aged):
-    context = ssl.create_default_context(cafile=str(aged.ca_path))
 
     async def main():
-        conn = await asyncpg.connect(
-            host="127.0.0.1",
-            port=aged.port,
-            user="admin",
-            database="postgres",
-            password=aged.token(host="127.0.0.1"),
-            ssl=context,
-        )
+        conn = await asyncpg_admin(aged)
         try:
             with pytest.raises(asyncpg.PostgresError) as info:
                 await refused_in_old_transaction(conn)
@@ -220,17 +211,9 @@ def test_row_limit_applies_to_autocommitted_extended_protocol(dsql_emulator, ite
 
 
 def test_row_limit_applies_to_asyncpg_executemany(dsql_emulator, items):
-    context = ssl.create_default_context(cafile=str(dsql_emulator.ca_path))
 
     async def main():
-        conn = await asyncpg.connect(
-            host="127.0.0.1",
-            port=dsql_emulator.port,
-            user="admin",
-            database="postgres",
-            password=dsql_emulator.token(host="127.0.0.1"),
-            ssl=context,
-        )
+        conn = await asyncpg_admin(dsql_emulator)
         try:
             rows = [(i, "many") for i in range(3001)]
             with pytest.raises(asyncpg.PostgresError) as info:

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import ssl
 import threading
 import time
 
-import asyncpg
 import psycopg
 import pytest
 
 from warmdb.emulator import protocol
 
-from .conftest import emulator, open_socket, read_until
+from .conftest import asyncpg_admin, emulator, open_socket, read_until
 
 OC000 = "OC000 mutation conflicts with another transaction, retry as needed"
 
@@ -125,17 +123,9 @@ def test_plaintext_cancel_request_uses_the_emulators_backend_key(dsql_emulator):
 
 
 def test_asyncpg_timeout_cancels(dsql_emulator):
-    context = ssl.create_default_context(cafile=str(dsql_emulator.ca_path))
 
     async def main():
-        conn = await asyncpg.connect(
-            host="127.0.0.1",
-            port=dsql_emulator.port,
-            user="admin",
-            database="postgres",
-            password=dsql_emulator.token(host="127.0.0.1"),
-            ssl=context,
-        )
+        conn = await asyncpg_admin(dsql_emulator)
         try:
             with pytest.raises(asyncio.TimeoutError):
                 await conn.execute("select pg_sleep(10)", timeout=0.3)

@@ -1,31 +1,48 @@
 """What every driver module does around the driver's own connect.
 
 A :class:`ConnectPlan` is made once per ``connect()`` call (or once per pool or keeper): it
-holds the resolved :class:`~warmdb.endpoint.Endpoint`, the driver's pass-through arguments and
-the way to get the password. :meth:`ConnectPlan.password` is called per connect attempt, so a
-token is always fresh enough and a callable password is called every time.
+holds the resolved :class:`~warmdb.endpoint.Endpoint`, the driver's pass-through arguments,
+the :class:`~warmdb.policy.Policy` and the way to get the password.
+:meth:`ConnectPlan.password` is called per connect attempt, so a token is always fresh enough
+and a callable password is called every time.
 
 :func:`raise_connect_error` turns a driver's connect failure into a :class:`~warmdb.ConnectError`,
-with the SQLSTATE reachable and every secret that was sent scrubbed from the text.
+with the SQLSTATE and the retry reason reachable and every secret that was sent scrubbed from
+the text. :func:`open_with_retry` and :func:`open_with_retry_async` run one driver's connect
+attempt under the rate governor and the policy's retry schedule, and report events.
 """
 
 from __future__ import annotations
 
+import time
+
+from warmdb import events
 from warmdb._log import get_logger
 from warmdb.auth.credentials import credentials_source
 from warmdb.auth.tokens import TOKEN_CACHE, TokenSpec
 from warmdb.endpoint import resolve
 from warmdb.errors import AuthenticationError, ConfigurationError, ConnectError
+from warmdb.governor import current_governor
+from warmdb.policy import Policy, policy_for
+from warmdb.retry import AUTH, RetrySchedule, classify
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
-    from typing import NoReturn
+    from collections.abc import Awaitable, Callable, Iterable, Mapping
+    from typing import NoReturn, TypeVar
 
     from warmdb.auth.credentials import Credentials
     from warmdb.endpoint import Endpoint
 
-__all__ = ["ConnectPlan", "libpq_params", "raise_connect_error"]
+    T = TypeVar("T")
+
+__all__ = [
+    "ConnectPlan",
+    "libpq_params",
+    "open_with_retry",
+    "open_with_retry_async",
+    "raise_connect_error",
+]
 
 logger = get_logger("warmdb.connect")
 
@@ -52,12 +69,15 @@ class ConnectPlan:
     :param dsn: the caller's DSN, if any.
     :param kwargs: the caller's keyword arguments (warmdb's and the driver's).
     :param custom_credentials_provider: a botocore ``CredentialProvider`` tried first.
+    :param policy: how connections live and connects are retried; the preset for the
+        endpoint's auth mode (:func:`warmdb.policy.policy_for`) by default.
     """
 
-    __slots__ = ("_credentials", "_password", "_spec", "driver_kwargs", "endpoint")
+    __slots__ = ("_credentials", "_password", "_spec", "driver_kwargs", "endpoint", "policy")
 
     endpoint: Endpoint
     driver_kwargs: dict[str, object]
+    policy: Policy
 
     def __init__(
         self,
@@ -65,10 +85,16 @@ class ConnectPlan:
         kwargs: Mapping[str, object],
         *,
         custom_credentials_provider: object | None = None,
+        policy: Policy | None = None,
     ) -> None:
         endpoint, password, driver_kwargs = resolve(dsn, kwargs)
+        if policy is not None and not isinstance(policy, Policy):
+            raise ConfigurationError(
+                f"policy must be a warmdb.policy.Policy, not {type(policy).__name__}"
+            )
         self.endpoint = endpoint
         self.driver_kwargs = driver_kwargs
+        self.policy = policy if policy is not None else policy_for(endpoint.auth)
         self._password = password
         if custom_credentials_provider is not None and not endpoint.uses_token:
             raise ConfigurationError(
@@ -137,6 +163,16 @@ class ConnectPlan:
             return password()
         return password
 
+    @property
+    def uses_token(self) -> bool:
+        """Whether each connect signs (or reuses) an IAM token."""
+        return self._spec is not None
+
+    def discard_token(self) -> None:
+        """Forget the cached token, so the next :meth:`password` signs a new one."""
+        if self._spec is not None:
+            TOKEN_CACHE.discard(self._spec)
+
     def secrets_of(self, password: object) -> list[str]:
         """The strings that must never appear in a message after *password* was sent."""
         if not isinstance(password, str) or not password:
@@ -201,6 +237,7 @@ def raise_connect_error(
         f"{driver} could not connect to {where} as {endpoint.user!r}: {text}{detail}",
         sqlstate=sqlstate,
         driver=driver,
+        reason=classify(exc, sqlstate),
     )
     logger.debug("connect to %s failed: %s%s", where, text, detail)
     if text != raw:
@@ -210,6 +247,8 @@ def raise_connect_error(
 
 def libpq_params(plan: ConnectPlan, password: object, libpq_version: int) -> dict[str, object]:
     """The keyword arguments for a libpq-based driver's connect (psycopg, psycopg2).
+
+    The policy's ``connect_timeout`` applies unless the caller gave libpq's own.
 
     libpq understands ``sslrootcert=system`` from version 16; for older libraries it is
     replaced by the path of OpenSSL's default CA bundle, which is what "system" means.
@@ -232,5 +271,134 @@ def libpq_params(plan: ConnectPlan, password: object, libpq_version: int) -> dic
         rootcert = paths.cafile or paths.openssl_cafile
     if rootcert is not None:
         params["sslrootcert"] = rootcert
+    timeout = plan.policy.connect_timeout
+    if timeout is not None:
+        # libpq takes whole seconds and treats anything below 2 as 2.
+        params["connect_timeout"] = max(2, -int(-timeout // 1))
     params.update(plan.driver_kwargs)
     return params
+
+
+def open_with_retry(
+    plan: ConnectPlan,
+    attempt: Callable[[], T],
+    *,
+    driver: str,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], object] = time.sleep,
+) -> T:
+    """Call *attempt* (one driver connect) until it succeeds or the plan's policy gives up.
+
+    Each attempt first takes a token from the process-wide rate governor, if one is set.
+    Transient failures (:mod:`warmdb.retry`) are retried with backoff inside
+    ``policy.retry_timeout``; an authentication failure with an IAM token is retried once,
+    at once, with a newly signed token. Every retry and the final connect are reported to
+    :mod:`warmdb.events`.
+
+    :raises ConnectError: the last attempt's error, when the policy gives up.
+    """
+    started = clock()
+    schedule = RetrySchedule(plan.policy, started)
+    waited = 0.0
+    attempts = 0
+    while True:
+        governor = current_governor()
+        if governor is not None:
+            waited += governor.acquire()
+        attempts += 1
+        attempt_started = clock()
+        try:
+            connection = attempt()
+        except ConnectError as error:
+            delay = _next_delay(plan, schedule, error, attempts, clock(), driver)
+            if delay > 0:
+                sleep(delay)
+                waited += delay
+            continue
+        _report_connect(plan, driver, attempts, started, attempt_started, waited, clock())
+        return connection
+
+
+async def open_with_retry_async(
+    plan: ConnectPlan,
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    driver: str,
+    clock: Callable[[], float] = time.monotonic,
+) -> T:
+    """:func:`open_with_retry` for an async *attempt*; waits are ``asyncio.sleep``."""
+    import asyncio
+
+    started = clock()
+    schedule = RetrySchedule(plan.policy, started)
+    waited = 0.0
+    attempts = 0
+    while True:
+        governor = current_governor()
+        if governor is not None:
+            waited += await governor.acquire_async()
+        attempts += 1
+        attempt_started = clock()
+        try:
+            connection = await attempt()
+        except ConnectError as error:
+            delay = _next_delay(plan, schedule, error, attempts, clock(), driver)
+            if delay > 0:
+                await asyncio.sleep(delay)
+                waited += delay
+            continue
+        _report_connect(plan, driver, attempts, started, attempt_started, waited, clock())
+        return connection
+
+
+def _next_delay(
+    plan: ConnectPlan,
+    schedule: RetrySchedule,
+    error: ConnectError,
+    attempts: int,
+    now: float,
+    driver: str,
+) -> float:
+    """The wait before the next attempt; re-raises *error* when there is none."""
+    delay = schedule.next_delay(error.reason, now, fresh_token=plan.uses_token)
+    if delay is None:
+        raise error
+    if error.reason == AUTH:
+        plan.discard_token()
+    endpoint = plan.endpoint
+    events.emit_retry(
+        events.RetryEvent(
+            driver=driver,
+            host=endpoint.host,
+            port=endpoint.port,
+            attempt=attempts,
+            reason=error.reason or "",
+            sqlstate=error.sqlstate,
+            delay=delay,
+        )
+    )
+    return delay
+
+
+def _report_connect(
+    plan: ConnectPlan,
+    driver: str,
+    attempts: int,
+    started: float,
+    attempt_started: float,
+    waited: float,
+    now: float,
+) -> None:
+    endpoint = plan.endpoint
+    events.emit_connect(
+        events.ConnectEvent(
+            driver=driver,
+            host=endpoint.host,
+            port=endpoint.port,
+            user=endpoint.user,
+            attempts=attempts,
+            seconds=now - started,
+            connect_seconds=now - attempt_started,
+            waited_seconds=waited,
+        )
+    )

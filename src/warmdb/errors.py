@@ -53,14 +53,24 @@ class ConnectError(WarmdbError):
     :ivar sqlstate: the five-character SQLSTATE the server sent, or ``None`` when the failure
         happened before the server answered (refused, timed out, TLS failure...).
     :ivar driver: the name of the driver module that failed (``"psycopg2"``, ...).
+    :ivar reason: why trying again might work (``"rate-exceeded"``, ``"refused"``, ``"auth"``...;
+        see :mod:`warmdb.retry`), or ``None`` when it cannot.
     """
 
     __module__ = "warmdb"
 
-    def __init__(self, message: str, *, sqlstate: str | None = None, driver: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        sqlstate: str | None = None,
+        driver: str = "",
+        reason: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.sqlstate = sqlstate
         self.driver = driver
+        self.reason = reason
 
 
 class AuthenticationError(ConnectError):

@@ -17,6 +17,7 @@ from tests.integration.drivers import DRIVERS, connect_and_query
 from warmdb import AuthenticationError, ConfigurationError, ConnectError
 from warmdb.auth.credentials import Credentials
 from warmdb.auth.tokens import TokenSpec, sign_token
+from warmdb.policy import DSQL
 
 REGION = "us-east-1"
 CLUSTER_ID = "abcdefghijklmnopqrstuvwxyz"
@@ -179,6 +180,11 @@ def test_refused_connection_has_no_sqlstate(aws_credentials):
 
     with pytest.raises(ConnectError) as caught:
         warmdb.psycopg.connect(
-            host="127.0.0.1", port=free_port(), auth="dsql", region=REGION, connect_timeout=5
+            host="127.0.0.1",
+            port=free_port(),
+            auth="dsql",
+            region=REGION,
+            policy=DSQL.replace(retry_timeout=0),
         )
     assert caught.value.sqlstate is None
+    assert caught.value.reason == "refused"

@@ -17,6 +17,9 @@ from tests.integration.drivers import DRIVERS, connect_and_query
 from tests.integration.test_connect import REGION, token_for
 from warmdb._connect import ConnectPlan
 from warmdb.auth.credentials import Credentials, from_environment
+from warmdb.policy import DSQL
+
+NO_RETRY = DSQL.replace(retry_timeout=0)
 
 
 def forbidden_strings(token: str) -> list[str]:
@@ -45,9 +48,9 @@ def test_no_secret_in_logs_reprs_or_errors(
     with pytest.raises(warmdb.AuthenticationError) as refused:
         connect_and_query(driver, user=wrong, **common)
     texts.append(all_text_of(refused.value))
-    # A connect that fails before the server answers.
+    # A connect that fails before the server answers (not retried: nothing listens there).
     with pytest.raises(warmdb.ConnectError) as unreachable:
-        connect_and_query(driver, user="leak", **{**common, "port": 1})
+        connect_and_query(driver, user="leak", **{**common, "port": 1}, policy=NO_RETRY)
     texts.append(all_text_of(unreachable.value))
 
     plan = ConnectPlan(None, {"user": "leak", **common})

@@ -144,6 +144,12 @@ class TokenCache:
             self._tokens[key] = (now, token)
         return token
 
+    def discard(self, spec: TokenSpec) -> None:
+        """Forget the tokens cached for *spec* (after the server refused one)."""
+        with self._lock:
+            for key in [key for key in self._tokens if key[0] == spec]:
+                del self._tokens[key]
+
     def clear(self) -> None:
         """Forget every cached token (the next connect signs anew)."""
         with self._lock:

@@ -1,0 +1,270 @@
+"""Events for metrics: connects (with timings), retries (with the reason), recycles (why).
+
+Subclass :class:`Listener`, override what you need, and register it::
+
+    import warmdb.events
+
+    class Metrics(warmdb.events.Listener):
+        def on_connect(self, event):
+            histogram.observe(event.seconds)
+
+        def on_retry(self, event):
+            counter.labels(event.reason).inc()
+
+    warmdb.events.add_listener(Metrics())
+
+Listeners are process-wide and called synchronously, in the thread or task that connects;
+keep them quick. A listener that raises is logged and skipped: metrics never break a connect.
+:func:`counts` gives the process-wide totals without any listener.
+
+No event carries a password, token or anything a token could be rebuilt from.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from warmdb._log import get_logger
+
+__all__ = [
+    "ConnectEvent",
+    "Listener",
+    "RecycleEvent",
+    "RetryEvent",
+    "add_listener",
+    "counts",
+    "remove_listener",
+    "reset_counts",
+]
+
+logger = get_logger("warmdb.events")
+
+
+class ConnectEvent:
+    """A connection was opened.
+
+    :ivar driver: the driver module's name (``"psycopg"``, ``"asyncpg"``...).
+    :ivar host: the endpoint's host name.
+    :ivar port: the endpoint's port.
+    :ivar user: the database user.
+    :ivar attempts: connect attempts made, the successful one included.
+    :ivar seconds: from the start of the first attempt to the open connection, waits included.
+    :ivar connect_seconds: how long the successful attempt took.
+    :ivar waited_seconds: time spent waiting: the rate governor and retry backoff.
+    """
+
+    __slots__ = (
+        "attempts",
+        "connect_seconds",
+        "driver",
+        "host",
+        "port",
+        "seconds",
+        "user",
+        "waited_seconds",
+    )
+
+    def __init__(
+        self,
+        *,
+        driver: str,
+        host: str,
+        port: int,
+        user: str | None,
+        attempts: int,
+        seconds: float,
+        connect_seconds: float,
+        waited_seconds: float,
+    ) -> None:
+        self.driver = driver
+        self.host = host
+        self.port = port
+        self.user = user
+        self.attempts = attempts
+        self.seconds = seconds
+        self.connect_seconds = connect_seconds
+        self.waited_seconds = waited_seconds
+
+    def __repr__(self) -> str:
+        return (
+            f"ConnectEvent(driver={self.driver!r}, host={self.host!r}, attempts={self.attempts}, "
+            f"seconds={self.seconds:.6f})"
+        )
+
+
+class RetryEvent:
+    """A connect attempt failed and will be retried.
+
+    :ivar driver: the driver module's name.
+    :ivar host: the endpoint's host name.
+    :ivar port: the endpoint's port.
+    :ivar attempt: the number of the attempt that failed (1 for the first).
+    :ivar reason: the reason from :func:`warmdb.retry.classify` (``"rate-exceeded"``...).
+    :ivar sqlstate: the server's SQLSTATE, when it sent one.
+    :ivar delay: seconds to wait before the next attempt.
+    """
+
+    __slots__ = ("attempt", "delay", "driver", "host", "port", "reason", "sqlstate")
+
+    def __init__(
+        self,
+        *,
+        driver: str,
+        host: str,
+        port: int,
+        attempt: int,
+        reason: str,
+        sqlstate: str | None,
+        delay: float,
+    ) -> None:
+        self.driver = driver
+        self.host = host
+        self.port = port
+        self.attempt = attempt
+        self.reason = reason
+        self.sqlstate = sqlstate
+        self.delay = delay
+
+    def __repr__(self) -> str:
+        return (
+            f"RetryEvent(driver={self.driver!r}, host={self.host!r}, attempt={self.attempt}, "
+            f"reason={self.reason!r}, delay={self.delay:.3f})"
+        )
+
+
+class RecycleEvent:
+    """A kept or pooled connection was closed and will be replaced.
+
+    :ivar driver: the driver module's name.
+    :ivar host: the endpoint's host name.
+    :ivar port: the endpoint's port.
+    :ivar reason: ``"lifetime"`` (older than the policy's lifetime), ``"idle"`` (idle longer
+        than ``max_idle``), ``"closed"`` (found closed), ``"readable"`` (the server closed it
+        or sent a termination notice while idle), ``"ping-failed"``, or ``"broken"`` (the
+        caller's work failed with a connection error).
+    :ivar age: seconds since the connection was opened.
+    :ivar idle: seconds since it was last handed back.
+    """
+
+    __slots__ = ("age", "driver", "host", "idle", "port", "reason")
+
+    def __init__(
+        self, *, driver: str, host: str, port: int, reason: str, age: float, idle: float
+    ) -> None:
+        self.driver = driver
+        self.host = host
+        self.port = port
+        self.reason = reason
+        self.age = age
+        self.idle = idle
+
+    def __repr__(self) -> str:
+        return (
+            f"RecycleEvent(driver={self.driver!r}, host={self.host!r}, reason={self.reason!r}, "
+            f"age={self.age:.3f}, idle={self.idle:.3f})"
+        )
+
+
+class Listener:
+    """Receives warmdb's events. Every method is a no-op; override the ones you need."""
+
+    def on_connect(self, event: ConnectEvent) -> None:
+        """A connection was opened."""
+
+    def on_retry(self, event: RetryEvent) -> None:
+        """A connect attempt failed and will be retried after ``event.delay`` seconds."""
+
+    def on_recycle(self, event: RecycleEvent) -> None:
+        """A connection was closed to be replaced."""
+
+
+_lock = threading.Lock()
+# Replaced, never mutated, so emitting needs no lock.
+_listeners: tuple[Listener, ...] = ()
+_counts: dict[str, int] = {}
+
+
+def add_listener(listener: Listener) -> None:
+    """Register *listener* for every event in the process."""
+    global _listeners
+    with _lock:
+        _listeners = (*_listeners, listener)
+
+
+def remove_listener(listener: Listener) -> None:
+    """Unregister *listener* (no error if it was not registered)."""
+    global _listeners
+    with _lock:
+        _listeners = tuple(known for known in _listeners if known is not listener)
+
+
+def counts() -> dict[str, int]:
+    """Process-wide totals: ``connects``, ``retries``, ``retries.REASON``, ``recycles`` and
+    ``recycles.REASON``."""
+    with _lock:
+        return dict(_counts)
+
+
+def reset_counts() -> None:
+    """Set every total back to zero."""
+    with _lock:
+        _counts.clear()
+
+
+def _count(*keys: str) -> None:
+    with _lock:
+        for key in keys:
+            _counts[key] = _counts.get(key, 0) + 1
+
+
+def emit_connect(event: ConnectEvent) -> None:
+    """Count and deliver a :class:`ConnectEvent`."""
+    _count("connects")
+    logger.debug(
+        "connected to %s:%s in %.1f ms (%d attempt(s))",
+        event.host,
+        event.port,
+        event.seconds * 1000,
+        event.attempts,
+    )
+    for listener in _listeners:
+        _deliver(listener.on_connect, event)
+
+
+def emit_retry(event: RetryEvent) -> None:
+    """Count, log and deliver a :class:`RetryEvent`."""
+    _count("retries", f"retries.{event.reason}")
+    # INFO, not WARNING: retrying is the expected way through a burst.
+    logger.info(
+        "connect to %s:%s failed (%s%s), attempt %d; retrying in %.3f s",
+        event.host,
+        event.port,
+        event.reason,
+        f", SQLSTATE {event.sqlstate}" if event.sqlstate else "",
+        event.attempt,
+        event.delay,
+    )
+    for listener in _listeners:
+        _deliver(listener.on_retry, event)
+
+
+def emit_recycle(event: RecycleEvent) -> None:
+    """Count, log and deliver a :class:`RecycleEvent`."""
+    _count("recycles", f"recycles.{event.reason}")
+    logger.debug(
+        "replacing a connection to %s:%s (%s, age %.1f s, idle %.1f s)",
+        event.host,
+        event.port,
+        event.reason,
+        event.age,
+        event.idle,
+    )
+    for listener in _listeners:
+        _deliver(listener.on_recycle, event)
+
+
+def _deliver(method: object, event: object) -> None:
+    try:
+        method(event)  # type: ignore[operator]
+    except Exception as exc:
+        logger.warning("warmdb event listener %r failed: %r", method, exc)

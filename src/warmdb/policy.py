@@ -1,0 +1,178 @@
+"""How connections live: lifetime, idle checks, connect timeouts and the retry budget.
+
+A :class:`Policy` is an immutable record shared by every keeper, pool and engine::
+
+    from warmdb.policy import DSQL
+
+    policy = DSQL.replace(ping_after_idle=10.0)
+
+Presets:
+
+- :data:`DSQL`: connections live 55 minutes minus up to 5% jitter, well inside DSQL's
+  60-minute limit, so the server never closes one under a query.
+- :data:`RDS`: RDS and Aurora PostgreSQL / MySQL: connections are not time-limited by the
+  server; they are renewed hourly so rotated credentials and DNS changes (fail-over) are
+  picked up.
+- :data:`RDS_PROXY`: behind RDS Proxy, which drops client connections idle for 30 minutes
+  (its default ``IdleClientTimeout``): an idle connection is replaced after 25 minutes
+  instead of being found dead by the next query.
+- :data:`DEFAULT`: plain password servers: hourly renewal, no idle limit.
+
+Every duration is float seconds. Validation happens in the constructor and in
+:meth:`Policy.replace`, with a :class:`~warmdb.ConfigurationError` naming the field.
+"""
+
+from __future__ import annotations
+
+from warmdb.errors import ConfigurationError
+
+__all__ = ["DEFAULT", "DSQL", "RDS", "RDS_PROXY", "Policy", "policy_for"]
+
+_FIELDS = (
+    "max_lifetime",
+    "lifetime_jitter",
+    "max_idle",
+    "ping_after_idle",
+    "connect_timeout",
+    "retry_timeout",
+    "backoff_initial",
+    "backoff_max",
+)
+
+
+class Policy:
+    """How long connections live and how connects are retried. Immutable.
+
+    :param max_lifetime: replace a connection this many seconds after it was opened, minus
+        the jitter; ``None`` for no limit. Checked at checkout, never by a timer.
+    :param lifetime_jitter: a fraction in [0, 0.5): each connection's lifetime is shortened by
+        a random part of up to this fraction, so connections opened together do not all expire
+        together.
+    :param max_idle: replace (without a round trip) a connection idle longer than this;
+        ``None`` for no limit. Set it below a proxy's or server's idle timeout.
+    :param ping_after_idle: run a ping before handing out a connection idle longer than this;
+        ``0`` pings at every checkout, ``None`` never. Connections used more recently are
+        handed out without a round trip.
+    :param connect_timeout: seconds one connect attempt may take (the driver's connect
+        timeout); ``None`` leaves the driver's default.
+    :param retry_timeout: total seconds a connect may spend retrying transient failures
+        (rate limits, refused or reset connects, temporary DNS failures); ``0`` makes one
+        attempt (plus the single retry with a fresh token after an authentication failure).
+    :param backoff_initial: the first retry waits up to this many seconds; the bound doubles
+        with each retry (full jitter: the wait is uniform between 0 and the bound).
+    :param backoff_max: the bound stops doubling here.
+    """
+
+    __slots__ = _FIELDS
+
+    max_lifetime: float | None
+    lifetime_jitter: float
+    max_idle: float | None
+    ping_after_idle: float | None
+    connect_timeout: float | None
+    retry_timeout: float
+    backoff_initial: float
+    backoff_max: float
+
+    def __init__(
+        self,
+        *,
+        max_lifetime: float | None = 3600.0,
+        lifetime_jitter: float = 0.05,
+        max_idle: float | None = None,
+        ping_after_idle: float | None = 60.0,
+        connect_timeout: float | None = 10.0,
+        retry_timeout: float = 15.0,
+        backoff_initial: float = 0.05,
+        backoff_max: float = 2.0,
+    ) -> None:
+        set_field = object.__setattr__
+        set_field(self, "max_lifetime", _seconds("max_lifetime", max_lifetime, optional=True))
+        set_field(self, "lifetime_jitter", _fraction("lifetime_jitter", lifetime_jitter))
+        set_field(self, "max_idle", _seconds("max_idle", max_idle, optional=True))
+        set_field(
+            self, "ping_after_idle", _seconds("ping_after_idle", ping_after_idle, optional=True)
+        )
+        set_field(
+            self, "connect_timeout", _seconds("connect_timeout", connect_timeout, optional=True)
+        )
+        set_field(self, "retry_timeout", _seconds("retry_timeout", retry_timeout))
+        set_field(self, "backoff_initial", _seconds("backoff_initial", backoff_initial))
+        set_field(self, "backoff_max", _seconds("backoff_max", backoff_max))
+        if self.max_lifetime == 0:
+            raise ConfigurationError("max_lifetime must be positive or None, not 0")
+        if self.connect_timeout == 0:
+            raise ConfigurationError("connect_timeout must be positive or None, not 0")
+        if self.backoff_max < self.backoff_initial:
+            raise ConfigurationError(
+                f"backoff_max ({self.backoff_max}) must not be below "
+                f"backoff_initial ({self.backoff_initial})"
+            )
+
+    def replace(self, **changes: float | None) -> Policy:
+        """Return a copy with the given fields changed (validated like the constructor).
+
+        :raises ConfigurationError: an unknown field or a bad value.
+        """
+        unknown = sorted(set(changes) - set(_FIELDS))
+        if unknown:
+            raise ConfigurationError(
+                f"unknown policy field(s) {', '.join(unknown)}; known: {', '.join(_FIELDS)}"
+            )
+        values = {name: getattr(self, name) for name in _FIELDS}
+        values.update(changes)
+        return Policy(**values)  # type: ignore[arg-type]
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Policy is immutable: use policy.replace({name}=...)")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Policy) and self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in _FIELDS)
+        return f"Policy({fields})"
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in _FIELDS)
+
+
+def _seconds(name: str, value: object, *, optional: bool = False) -> float | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        expected = "a number of seconds or None" if optional else "a number of seconds"
+        raise ConfigurationError(f"{name} must be {expected}, not {value!r}")
+    if not value >= 0 or value == float("inf"):  # also refuses NaN
+        raise ConfigurationError(f"{name} must be a finite number of seconds >= 0, not {value}")
+    return float(value)
+
+
+def _fraction(name: str, value: object) -> float:
+    seconds = _seconds(name, value)
+    assert seconds is not None
+    if seconds >= 0.5:
+        raise ConfigurationError(f"{name} must be a fraction in [0, 0.5), not {value}")
+    return seconds
+
+
+#: Aurora DSQL: renewed well before the 60-minute connection limit.
+DSQL = Policy(max_lifetime=55 * 60.0, lifetime_jitter=0.05)
+#: RDS / Aurora with IAM tokens: hourly renewal.
+RDS = Policy(max_lifetime=60 * 60.0)
+#: Behind RDS Proxy: idle connections replaced before the proxy's 30-minute idle timeout.
+RDS_PROXY = Policy(max_lifetime=60 * 60.0, max_idle=25 * 60.0)
+#: Password servers.
+DEFAULT = Policy()
+
+
+def policy_for(auth: str) -> Policy:
+    """The preset matching an endpoint's auth mode (``"dsql"``, ``"rds"`` or ``"password"``)."""
+    if auth == "dsql":
+        return DSQL
+    if auth == "rds":
+        return RDS
+    return DEFAULT

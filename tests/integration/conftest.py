@@ -16,6 +16,7 @@ import pytest
 import trustme
 from psycopg import sql
 
+from tests.integration.lifecycle import scaled_dsql, scaled_dsql_kwargs  # noqa: F401 (fixtures)
 from warmdb.emulator.postgres import EmbeddedPostgres
 
 #: Members of this group log in over TLS without a password: for tests of what happens around

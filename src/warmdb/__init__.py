@@ -2,7 +2,8 @@
 
 The driver modules are the entry points: :mod:`warmdb.psycopg`, :mod:`warmdb.psycopg2` and
 :mod:`warmdb.asyncpg`. This package imports nothing heavy, so importing it costs a cold start
-next to nothing.
+next to nothing. It gives the exceptions, :class:`~warmdb.policy.Policy`,
+:func:`~warmdb.governor.limit_connect_rate` and :func:`generate_token`.
 """
 
 from __future__ import annotations
@@ -14,15 +15,19 @@ from warmdb.errors import (
     CredentialsError,
     WarmdbError,
 )
+from warmdb.governor import limit_connect_rate
+from warmdb.policy import Policy
 
 __all__ = [
     "AuthenticationError",
     "ConfigurationError",
     "ConnectError",
     "CredentialsError",
+    "Policy",
     "WarmdbError",
     "__version__",
     "generate_token",
+    "limit_connect_rate",
 ]
 
 __version__ = "0.1.0"

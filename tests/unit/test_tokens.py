@@ -54,6 +54,27 @@ def test_short_lifetimes_use_a_quarter_margin():
     assert cache.get(spec(expires_in=8), CREDS) != first
 
 
+def test_lifetime_counts_from_the_whole_second_the_token_is_dated():
+    clock = Clock()
+    clock.now = FROZEN_TIME + 0.9  # signed late in a second, dated at its start
+    cache = TokenCache(clock)
+    first = cache.get(spec(expires_in=8), CREDS)
+    clock.now = FROZEN_TIME + 5.95  # 6 s after the date: past the 2 s margin
+    assert cache.get(spec(expires_in=8), CREDS) != first
+
+
+def test_discard_forgets_only_that_spec():
+    cache = TokenCache(Clock())
+    first = cache.get(spec(), CREDS)
+    other = cache.get(spec(user="app"), CREDS)
+    cache.discard(spec())
+    assert len(cache) == 1
+    assert cache.get(spec(user="app"), CREDS) == other
+    # Same clock, so the new token has the same content; what matters is it was re-signed.
+    assert cache.get(spec(), CREDS) == first
+    assert len(cache) == 2
+
+
 def test_clock_going_backwards_renews():
     clock = Clock()
     cache = TokenCache(clock)

@@ -141,7 +141,9 @@ class TokenCache:
                 return cached[1]
             token = sign_token(spec, credentials, now)
             self._drop_stale(now)
-            self._tokens[key] = (now, token)
+            # X-Amz-Date has whole seconds: the server counts the lifetime from the second
+            # the token is dated, up to a second before it was signed.
+            self._tokens[key] = (float(int(now)), token)
         return token
 
     def discard(self, spec: TokenSpec) -> None:

@@ -8,14 +8,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from warmdb.emulator.service import Emulator
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "build", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``emulate`` options to *parser*."""
     parser.epilog = (
         "Durations are seconds of DSQL time; --time-scale divides them all (and token "
-        "lifetimes). Stop with Ctrl-C; statistics are printed on exit."
+        "lifetimes, unless --token-time-scale is given). Stop with Ctrl-C; statistics are "
+        "printed on exit."
     )
     add = parser.add_argument
     add("--port", type=int, default=0, help="TCP port (default: a free port, printed)")
@@ -37,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--data-dir", help="keep the database here (default: a temporary directory)")
     add("--json", action="store_true", help="print the endpoint as one JSON line once ready")
     add("--time-scale", type=float, default=1.0, metavar="K", help="divide durations by K")
+    add(
+        "--token-time-scale",
+        type=float,
+        metavar="K",
+        help="divide token lifetimes by K instead (default: --time-scale; 1 for real time)",
+    )
     add(
         "--occ-conflict-rate",
         type=float,
@@ -67,21 +74,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    """Start the emulator, print how to connect, serve until SIGINT or SIGTERM."""
-    import json
-    import logging
-    import signal
-    import threading
+def build(args: argparse.Namespace) -> Emulator:
+    """The :class:`~warmdb.emulator.Emulator` the parsed options describe, not yet started.
 
+    :raises ConfigurationError: inconsistent options, or ``--credentials env`` without them.
+    """
     from warmdb.auth.credentials import from_environment
     from warmdb.emulator.limits import Limits
     from warmdb.emulator.service import Emulator, random_credentials
     from warmdb.errors import ConfigurationError
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ConfigurationError("--tls-cert and --tls-key go together")
     environment = from_environment()
@@ -101,8 +103,9 @@ def run(args: argparse.Namespace) -> int:
         transaction_rows=args.transaction_rows,
         transaction_bytes=args.transaction_bytes,
         time_scale=args.time_scale,
+        token_time_scale=args.token_time_scale,
     )
-    emulator = Emulator(
+    return Emulator(
         host=args.listen,
         port=args.port,
         region=args.region,
@@ -115,6 +118,19 @@ def run(args: argparse.Namespace) -> int:
         tls_files=(args.tls_cert, args.tls_key) if args.tls_cert else None,
         seed=args.seed,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the emulator, print how to connect, serve until SIGINT or SIGTERM."""
+    import json
+    import logging
+    import signal
+    import threading
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    emulator = build(args)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

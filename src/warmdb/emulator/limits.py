@@ -70,6 +70,10 @@ class Limits:
     :ivar transaction_rows: rows a transaction may modify, default 3,000.
     :ivar transaction_bytes: bytes of statements and data a transaction may send, 10 MiB.
     :ivar time_scale: every duration above, and token lifetimes, are divided by this.
+    :ivar token_time_scale: divides token lifetimes instead, when given; ``None`` (the
+        default) means ``time_scale``. E.g. ``time_scale=3600, token_time_scale=1``: an
+        hour-long connection lifetime lasts one second while tokens expire in real time, as
+        a client's token cache expects.
     """
 
     connection_rate: float = 100.0
@@ -80,14 +84,22 @@ class Limits:
     transaction_rows: int = 3_000
     transaction_bytes: int = 10 * 1024 * 1024
     time_scale: float = 1.0
+    token_time_scale: float | None = None
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
-            _positive(field.name, getattr(self, field.name))
+            value = getattr(self, field.name)
+            if value is not None:
+                _positive(field.name, value)
 
     def scaled(self, seconds: float) -> float:
         """Real seconds that stand for *seconds* of DSQL time."""
         return seconds / self.time_scale
+
+    @property
+    def token_scale(self) -> float:
+        """The divisor of token lifetimes: ``token_time_scale``, else ``time_scale``."""
+        return self.time_scale if self.token_time_scale is None else self.token_time_scale
 
     def refusal(self, reason: str) -> Refusal:
         """The refusal for *reason*, its message filled in with the configured values."""

@@ -48,6 +48,12 @@ _SIZED_TYPES = frozenset(b"QBd")
 _COPY_TYPES = frozenset(b"dcf")
 _CONFLICT_CODES = frozenset({"40001", "40P01"})
 _WRITE = re.compile(rb"\s*(insert|update|delete|merge|copy|with)\b", re.IGNORECASE)
+_WRITE_WORD = re.compile(rb"\b(insert|update|delete|merge|copy)\b", re.IGNORECASE)
+# Statements that end or shape a transaction: a Query holding one of these words runs as the
+# client wrote it, since a transaction of the relay's own around it would change its meaning.
+_TRANSACTION_WORD = re.compile(
+    rb"\b(begin|commit|end|rollback|abort|savepoint|release|transaction)\b", re.IGNORECASE
+)
 
 
 # Prepared statements remembered per session, to know whether a Bind runs a write; a
@@ -55,13 +61,18 @@ _WRITE = re.compile(rb"\s*(insert|update|delete|merge|copy|with)\b", re.IGNORECA
 _MAX_STATEMENTS = 10_000
 
 
-def _is_single_write(sql: bytes) -> bool:
-    """Whether *sql* is one statement that may modify rows.
+def _is_write(sql: bytes) -> bool:
+    """Whether *sql* may modify rows and can run in a transaction of the relay's own.
 
-    Conservative: any ``;`` before the end (even inside a literal) means "several".
+    One statement: it starts with INSERT, UPDATE, DELETE, MERGE, COPY or WITH. Several (any
+    ``;`` before the end, even inside a literal): one of those words appears and no word of
+    transaction control does. Conservative: such a word inside a literal or an identifier
+    only means the statements are not wrapped.
     """
     text = sql.rstrip(b" \t\r\n;\x00")
-    return b";" not in text and _WRITE.match(text) is not None
+    if b";" not in text:
+        return _WRITE.match(text) is not None
+    return _WRITE_WORD.search(text) is not None and _TRANSACTION_WORD.search(text) is None
 
 
 _Q, _S, _X, _Z, _C, _G, _E, _P, _B = (ord(c) for c in "QSXZCGEPB")
@@ -115,7 +126,7 @@ class Relay:
         self.wrap_ending = False
         self.committing = False
         self.held: list[bytes] = []
-        # Whether each prepared statement (by name) is a single write statement.
+        # Whether each prepared statement (by name) is a write statement.
         self.statements: dict[bytes, bool] = {}
         self._reset_transaction()
 
@@ -182,29 +193,29 @@ class Relay:
             self.client_partial = True
 
     def _starts_autocommitted_write(self, kind: int, message: bytes) -> bool:
-        """Whether *message* starts a write statement outside a transaction block."""
+        """Whether *message* starts write statements outside a transaction block."""
         if kind == _P:
             name, sql = protocol.parse_statement(message)
-            is_write = _is_single_write(sql)
+            is_write = _is_write(sql)
             if len(self.statements) >= _MAX_STATEMENTS:
                 self.statements.clear()
             self.statements[name] = is_write
         elif kind == _B:
             is_write = self.statements.get(protocol.bind_statement(message), False)
         elif kind == _Q:
-            is_write = _is_single_write(message[5:])
+            is_write = _is_write(message[5:])
         else:
             return False
         # Only at the start of a cycle, with no other cycle in flight, is the status known.
         return is_write and self.status == b"I" and not self.cycles and not self.client_partial
 
     def _wrap(self, message: bytes) -> None:
-        """Run an autocommitted write statement in a transaction of the relay's own.
+        """Run autocommitted writes (one statement, or a Query of several) in a transaction.
 
         DSQL refuses a statement over the row or size limit even outside a transaction
         block; PostgreSQL would have committed it before its row count is known. So the
-        statement runs between a hidden BEGIN and a COMMIT (or ROLLBACK) sent once its
-        result is in, which also puts its conflicts at commit, as on DSQL.
+        statements run between a hidden BEGIN and a COMMIT (or ROLLBACK) sent once their
+        results are in, which also puts their conflicts at commit, as on DSQL.
         """
         self.to_upstream += _BEGIN
         self.cycles.append(b"")

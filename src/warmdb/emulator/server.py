@@ -376,8 +376,10 @@ class _Session:
                 out.append(message)
                 if kind == b"E":
                     # E.g. an unknown role: the upstream's own FATAL error says it best.
-                    self.client.sendall(b"".join(out))
+                    # Counted first, as every refusal: the client may read the statistics
+                    # as soon as it has the error.
                     self.stats.reject("upstream")
+                    self.client.sendall(b"".join(out))
                     raise _Refused
                 if kind == b"Z":
                     self.relay = Relay(

@@ -69,9 +69,12 @@ class Emulator:
         for it, ``localhost``, loopback addresses and names resolving to loopback are accepted.
     :param credentials: the key pair clients sign with; a random one by default.
     :param accept: more credentials to accept (e.g. the caller's own AWS environment keys).
-    :param limits: DSQL's limits by default; ``limits.time_scale`` also scales token expiry.
+    :param limits: DSQL's limits by default; ``limits.time_scale`` also scales token expiry
+        unless ``limits.token_time_scale`` is set.
     :param time_scale: replaces ``limits.time_scale`` when given: every duration (connection
         lifetime, transaction age, token expiry) is divided by it.
+    :param token_time_scale: replaces ``limits.token_time_scale`` when given: token expiry is
+        divided by it instead of ``time_scale`` (1 keeps tokens on real time).
     :param occ_conflict_rate: the fraction (0 to 1) of COMMITs failed with 40001 OC000.
     :param data_dir: keep the upstream's data here; a temporary directory by default.
     :param tls_files: ``(certificate_chain_path, key_path)`` to use instead of generating them.
@@ -91,6 +94,7 @@ class Emulator:
         accept: Iterable[Credentials] = (),
         limits: Limits | None = None,
         time_scale: float | None = None,
+        token_time_scale: float | None = None,
         occ_conflict_rate: float = 0.0,
         data_dir: str | os.PathLike[str] | None = None,
         tls_files: tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
@@ -113,6 +117,8 @@ class Emulator:
         self.limits = limits or Limits()
         if time_scale is not None:
             self.limits = dataclasses.replace(self.limits, time_scale=time_scale)
+        if token_time_scale is not None:
+            self.limits = dataclasses.replace(self.limits, token_time_scale=token_time_scale)
         self._accept = [self.credentials, *accept]
         self._port = port
         self._occ_conflict_rate = occ_conflict_rate
@@ -147,7 +153,7 @@ class Emulator:
                 self._accept,
                 region=self.region,
                 hosts=HostRule([self.hostname]),
-                time_scale=self.limits.time_scale,
+                time_scale=self.limits.token_scale,
             )
             server = Server(
                 host=self.host,

@@ -97,7 +97,8 @@ class TokenVerifier:
     :param credentials: the accepted credentials (access key, secret key, session token).
     :param region: the endpoint's region.
     :param hosts: the host rule.
-    :param time_scale: token lifetimes are divided by this (``--time-scale``).
+    :param time_scale: token lifetimes are divided by this (``--token-time-scale``, which
+        defaults to ``--time-scale``).
     :param clock: the Unix time; :func:`time.time` unless a test freezes it.
     """
 

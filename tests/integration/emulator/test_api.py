@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -15,6 +16,8 @@ import pytest
 import trustme
 
 from warmdb.emulator import Emulator, Limits, serve
+
+from .conftest import login
 
 
 @pytest.fixture
@@ -63,6 +66,9 @@ def test_limits_and_time_scale_options():
     with Emulator(limits=Limits(transaction_rows=10), time_scale=5) as dsql:
         assert dsql.limits.transaction_rows == 10
         assert dsql.limits.time_scale == 5
+        assert dsql.limits.token_scale == 5
+    with Emulator(limits=Limits(time_scale=5), token_time_scale=2) as dsql:
+        assert (dsql.limits.time_scale, dsql.limits.token_scale) == (5, 2)
 
 
 def test_pytest_plugin_fixture_and_options(tmp_path):
@@ -73,7 +79,7 @@ def test_pytest_plugin_fixture_and_options(tmp_path):
 
             @pytest.fixture(scope="session")
             def dsql_emulator_options():
-                return {"region": "ap-south-1", "time_scale": 30}
+                return {"region": "ap-south-1", "time_scale": 30, "token_time_scale": 1}
             """
         )
     )
@@ -85,6 +91,7 @@ def test_pytest_plugin_fixture_and_options(tmp_path):
             def test_connects(dsql_emulator):
                 assert dsql_emulator.region == "ap-south-1"
                 assert dsql_emulator.limits.time_scale == 30
+                assert dsql_emulator.limits.token_scale == 1
                 with psycopg.connect(**dsql_emulator.connection_params()) as conn:
                     assert conn.execute("select 1").fetchone() == (1,)
                 assert dsql_emulator.stats.accepted == 1
@@ -111,6 +118,15 @@ def test_pgserver_wheel_binaries_as_upstream():
     with Emulator(bin_dir=bin_dir) as dsql, psycopg.connect(**dsql.connection_params()) as conn:
         assert conn.execute("select 1").fetchone() == (1,)
         assert dsql.postgres_version().startswith("16")
+
+
+def test_listens_on_127_0_0_1_only_by_default():
+    with serve() as dsql:
+        assert dsql.host == "127.0.0.1"
+        assert login(dsql, dsql.token()) == {}
+        # 127.0.0.2 is loopback too: refused, so the socket is bound to 127.0.0.1 alone.
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.2", dsql.port), timeout=5)
 
 
 def test_stop_closes_open_connections():

@@ -62,6 +62,7 @@ IAM_FAILED = 'IAM authentication failed for user "admin"'
             "signature",
         ),
         ("foreign host", lambda d: make_token(d, host="abc.dsql.us-east-1.on.aws"), "host"),
+        ("lifetime over 7 days", lambda d: make_token(d, expires_in=604_801), "expires_too_long"),
         ("not a token", lambda d: "hunter2", "malformed"),
     ],
 )
@@ -121,6 +122,15 @@ def test_token_expiry_follows_time_scale():
         time.sleep(1.2)
         fields = login(dsql, token)
         assert fields["C"] == "28000"
+        assert dsql.stats.auth_failures == {"expired": 1}
+
+
+def test_token_time_scale_keeps_tokens_on_real_time():
+    # Connections last one real second here; tokens keep their real two-second lifetime.
+    with emulator(time_scale=3600, token_time_scale=1) as dsql:
+        stale = make_token(dsql, at=time.time() - 3, expires_in=2)
+        assert login(dsql, stale)["C"] == "28000"
+        assert login(dsql, make_token(dsql, expires_in=2)) == {}
         assert dsql.stats.auth_failures == {"expired": 1}
 
 

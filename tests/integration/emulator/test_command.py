@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,6 +57,21 @@ def test_json_mode_serves_and_prints_stats(tmp_path):
     try:
         info = json.loads(process.stdout.readline())
         ready = time.monotonic() - started
+        assert set(info) == {
+            "host",
+            "port",
+            "region",
+            "hostname",
+            "ca_path",
+            "access_key_id",
+            "secret_access_key",
+            "postgres_version",
+            "upstream_socket_dir",
+            "upstream_port",
+        }
+        assert info["postgres_version"][:2].isdigit()
+        upstream = Path(info["upstream_socket_dir"]) / f".s.PGSQL.{info['upstream_port']}"
+        assert upstream.is_socket()
         assert info["port"] == port
         assert info["host"] == "127.0.0.1"
         assert info["region"] == "eu-west-1"
@@ -103,6 +119,25 @@ def test_banner_and_environment_credentials():
     # The user's own secret key is never printed.
     assert keys.secret_key not in banner + out
     assert "warmdb emulate: statistics" in out
+    assert "accepted" in out
+    assert "rejected" in out
+
+
+def test_json_never_prints_the_environment_secret():
+    keys = Credentials("AKIAMYENVIRONMENT002", "environment/secret/key/0123456789abcdeff")
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": keys.access_key,
+        "AWS_SECRET_ACCESS_KEY": keys.secret_key,
+    }
+    process = start("--json", "--credentials", "env", "--log-level", "warning", env=env)
+    try:
+        info = json.loads(process.stdout.readline())
+        assert info["access_key_id"] == keys.access_key
+        assert info["secret_access_key"] is None
+    finally:
+        out, err = stop(process)
+    assert keys.secret_key not in out + err
 
 
 def test_missing_environment_credentials_is_an_error():
@@ -135,3 +170,34 @@ def test_bad_options(args, message):
     )
     assert result.returncode == 1
     assert message in result.stderr
+
+
+def is_alive(pid: int) -> bool:
+    """Whether process *pid* runs (a zombie its new parent has not reaped yet is dead)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux")
+def test_upstream_dies_when_the_emulator_is_killed():
+    process = start("--json", "--log-level", "warning")
+    info = json.loads(process.stdout.readline())
+    base = Path(info["upstream_socket_dir"]).parent
+    postmaster = int((base / "data" / "postmaster.pid").read_text().split()[0])
+    try:
+        assert is_alive(postmaster)
+        process.kill()
+        process.communicate(timeout=30)
+        deadline = time.monotonic() + 5
+        while is_alive(postmaster) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not is_alive(postmaster)
+    finally:
+        if is_alive(postmaster):
+            os.kill(postmaster, signal.SIGKILL)
+        # Nobody is left to remove the killed emulator's temporary directories.
+        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(Path(info["ca_path"]).parent.parent, ignore_errors=True)

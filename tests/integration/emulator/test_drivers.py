@@ -4,6 +4,7 @@ warmdb's signer and from botocore."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import shutil
 import subprocess
@@ -13,42 +14,42 @@ import psycopg
 import psycopg2
 import pytest
 
-from warmdb.auth.tokens import TokenSpec, sign_token
+from warmdb.emulator.service import Emulator
 
 from .conftest import asyncpg_admin
 
+TOKEN_SOURCES = ("warmdb", "botocore")
 
-def botocore_token(dsql, user="admin", host=None):
+
+def botocore_token(dsql: Emulator, host: str | None = None) -> str:
     import botocore.session
 
     session = botocore.session.Session()
     session.set_credentials(dsql.credentials.access_key, dsql.credentials.secret_key)
     client = session.create_client("dsql", region_name=dsql.region)
-    host = host or dsql.hostname
-    if user == "admin":
-        return client.generate_db_connect_admin_auth_token(host, dsql.region)
-    return client.generate_db_connect_auth_token(host, dsql.region)
+    return client.generate_db_connect_admin_auth_token(host or dsql.hostname, dsql.region)
 
 
-def test_psycopg_with_warmdb_token(dsql_emulator):
-    with psycopg.connect(**dsql_emulator.connection_params()) as conn:
+def admin_token(dsql: Emulator, source: str, host: str | None = None) -> str:
+    """A fresh admin token from warmdb's signer or from botocore's."""
+    return botocore_token(dsql, host) if source == "botocore" else dsql.token(host=host)
+
+
+@pytest.mark.parametrize("source", TOKEN_SOURCES)
+def test_psycopg(dsql_emulator, source):
+    params = dsql_emulator.connection_params(token=False)
+    with psycopg.connect(**params, password=admin_token(dsql_emulator, source)) as conn:
         row = conn.execute(
-            "select current_user, current_setting('transaction_isolation'), "
-            "current_setting('ssl') is not null"
+            "select current_user, current_setting('transaction_isolation')"
         ).fetchone()
-        assert row[:2] == ("admin", "repeatable read")
+        assert row == ("admin", "repeatable read")
         assert conn.info.parameter_status("server_version")
 
 
-def test_psycopg_with_botocore_token(dsql_emulator):
+@pytest.mark.parametrize("source", TOKEN_SOURCES)
+def test_psycopg2(dsql_emulator, source):
     params = dsql_emulator.connection_params(token=False)
-    with psycopg.connect(**params, password=botocore_token(dsql_emulator)) as conn:
-        assert conn.execute("select 1").fetchone() == (1,)
-
-
-def test_psycopg2_with_botocore_token(dsql_emulator):
-    params = dsql_emulator.connection_params(token=False)
-    conn = psycopg2.connect(**params, password=botocore_token(dsql_emulator))
+    conn = psycopg2.connect(**params, password=admin_token(dsql_emulator, source))
     try:
         with conn.cursor() as cur:
             cur.execute("select %s::int + 1", (41,))
@@ -57,32 +58,123 @@ def test_psycopg2_with_botocore_token(dsql_emulator):
         conn.close()
 
 
+@pytest.mark.parametrize("source", TOKEN_SOURCES)
+def test_asyncpg(dsql_emulator, source):
+    """asyncpg connects to 127.0.0.1 and signs for it; TLS is verified against the CA."""
+
+    async def main() -> object:
+        conn = await asyncpg_admin(dsql_emulator, admin_token(dsql_emulator, source, "127.0.0.1"))
+        try:
+            return await conn.fetchval("select current_user")
+        finally:
+            await conn.close()
+
+    assert asyncio.run(main()) == "admin"
+
+
+@pytest.mark.skipif(shutil.which("psql") is None, reason="psql not installed")
+@pytest.mark.parametrize("source", TOKEN_SOURCES)
+def test_psql(dsql_emulator, source):
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": dsql_emulator.credentials.access_key,
+        "AWS_SECRET_ACCESS_KEY": dsql_emulator.credentials.secret_key,
+    }
+    if source == "warmdb":
+        # As a user would: `warmdb token` in the shell.
+        token = subprocess.run(
+            [sys.executable, "-m", "warmdb", "token", "--host", dsql_emulator.hostname],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+    else:
+        token = botocore_token(dsql_emulator)
+    params = dsql_emulator.connection_params(token=False)
+    conninfo = " ".join(f"{k}={v}" for k, v in params.items())
+    result = subprocess.run(
+        ["psql", conninfo, "-At", "-c", "select 'ok from ' || current_user"],
+        env={**env, "PGPASSWORD": token},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok from admin"
+
+
+@pytest.fixture
+def signing_environment(dsql_emulator, monkeypatch):
+    """The emulator's key pair in the environment, where warmdb's driver modules look."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", dsql_emulator.credentials.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", dsql_emulator.credentials.secret_key)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    return dsql_emulator
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_warmdb_libpq_driver_modules(signing_environment, driver):
+    """warmdb's own connect() signs the token, as it would for a real DSQL endpoint."""
+    dsql = signing_environment
+    module = importlib.import_module(f"warmdb.{driver}")
+    conn = module.connect(
+        host=dsql.hostname,
+        hostaddr=dsql.host,
+        port=dsql.port,
+        auth="dsql",
+        region=dsql.region,
+        sslmode="verify-full",
+        sslrootcert=str(dsql.ca_path),
+    )
+    try:
+        cur = conn.cursor()
+        cur.execute("select current_user")
+        assert cur.fetchone() == ("admin",)
+    finally:
+        conn.close()
+
+
+def test_warmdb_asyncpg_driver_module(signing_environment):
+    import warmdb.asyncpg
+
+    dsql = signing_environment
+
+    async def main() -> object:
+        conn = await warmdb.asyncpg.connect(
+            host="127.0.0.1",
+            port=dsql.port,
+            auth="dsql",
+            region=dsql.region,
+            sslmode="verify-full",
+            sslrootcert=str(dsql.ca_path),
+        )
+        try:
+            return await conn.fetchval("select current_user")
+        finally:
+            await conn.close()
+
+    assert asyncio.run(main()) == "admin"
+
+
 def test_non_admin_user_needs_a_role_as_in_dsql(dsql_emulator):
     with psycopg.connect(**dsql_emulator.connection_params(), autocommit=True) as admin:
         admin.execute("drop role if exists app_reader")
+        before = dsql_emulator.stats.rejected.get("upstream", 0)
         with pytest.raises(psycopg.OperationalError, match='role "app_reader" does not exist'):
             psycopg.connect(**dsql_emulator.connection_params("app_reader"))
+        assert dsql_emulator.stats.rejected["upstream"] == before + 1
         admin.execute("create role app_reader login")
     with psycopg.connect(**dsql_emulator.connection_params("app_reader")) as conn:
         assert conn.execute("select current_user").fetchone() == ("app_reader",)
 
 
-def test_asyncpg_with_token_for_loopback_address(dsql_emulator):
-    """asyncpg connects to 127.0.0.1 and signs for it; TLS is verified against the CA."""
-    spec = TokenSpec(
-        kind="dsql",
-        host="127.0.0.1",
-        port=dsql_emulator.port,
-        region="us-east-1",
-        user="admin",
-        expires_in=900,
-    )
-    import time
-
-    token = sign_token(spec, dsql_emulator.credentials, time.time())
+def test_asyncpg_prepared_statements_and_copy(dsql_emulator):
+    """The extended protocol: named prepared statements, executemany, COPY."""
 
     async def main():
-        conn = await asyncpg_admin(dsql_emulator, token)
+        conn = await asyncpg_admin(dsql_emulator)
         try:
             await conn.execute(
                 "create table if not exists asyncpg_items (id int primary key, name text)"
@@ -124,34 +216,6 @@ def test_psycopg_copy_in_and_out(dsql_emulator):
             for chunk in copy:
                 out += chunk
         assert out.count(b"\n") == 100
-
-
-@pytest.mark.skipif(shutil.which("psql") is None, reason="psql not installed")
-def test_psql_with_token_from_warmdb_cli(dsql_emulator):
-    env = {
-        **os.environ,
-        "AWS_ACCESS_KEY_ID": dsql_emulator.credentials.access_key,
-        "AWS_SECRET_ACCESS_KEY": dsql_emulator.credentials.secret_key,
-    }
-    token = subprocess.run(
-        [sys.executable, "-m", "warmdb", "token", "--host", dsql_emulator.hostname],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    ).stdout.strip()
-    params = dsql_emulator.connection_params(token=False)
-    conninfo = " ".join(f"{k}={v}" for k, v in params.items())
-    result = subprocess.run(
-        ["psql", conninfo, "-At", "-c", "select 'ok from ' || current_user"],
-        env={**env, "PGPASSWORD": token},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok from admin"
 
 
 def test_stats_count_connections_and_queries(dsql_emulator):

@@ -8,6 +8,8 @@ import time
 
 import asyncpg
 import psycopg
+import psycopg2
+import psycopg2.errors
 import pytest
 
 from warmdb.emulator.limits import Limits
@@ -201,6 +203,23 @@ def test_row_limit_applies_to_autocommitted_statements(dsql_emulator, items):
         assert conn.execute("select count(*) from items").fetchone() == (0,)
         conn.execute("insert into items select g, 'x' from generate_series(1, 3000) g")
         assert conn.execute("select count(*) from items").fetchone() == (3000,)
+
+
+def test_row_limit_applies_to_an_autocommitted_multi_statement_query(dsql_emulator, items):
+    # psycopg2 sends the whole string as one simple-protocol Query.
+    conn = psycopg2.connect(**dsql_emulator.connection_params())
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            with pytest.raises(psycopg2.errors.ProgramLimitExceeded):
+                cur.execute(
+                    "insert into items values (0, 'x'); "
+                    "insert into items select g, 'x' from generate_series(1, 3000) g"
+                )
+            cur.execute("select count(*) from items")
+            assert cur.fetchone() == (0,)
+    finally:
+        conn.close()
 
 
 def test_row_limit_applies_to_autocommitted_extended_protocol(dsql_emulator, items):

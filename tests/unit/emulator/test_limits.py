@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import pytest
@@ -63,8 +64,16 @@ def test_time_scale_divides_durations():
     assert limits.scaled(300) == 5
 
 
+def test_token_time_scale_defaults_to_time_scale():
+    assert Limits(time_scale=60).token_scale == 60
+    assert Limits(time_scale=3600, token_time_scale=1).token_scale == 1
+    # The default follows a time scale set later, as Emulator(time_scale=...) does.
+    assert dataclasses.replace(Limits(), time_scale=30).token_scale == 30
+
+
 @pytest.mark.parametrize(
-    "field", ["connection_rate", "connection_burst", "max_connections", "time_scale"]
+    "field",
+    ["connection_rate", "connection_burst", "max_connections", "time_scale", "token_time_scale"],
 )
 @pytest.mark.parametrize("value", [0, -1])
 def test_limits_reject_non_positive(field, value):

@@ -195,19 +195,44 @@ def test_client_messages_wait_while_a_write_is_wrapped():
 
 
 @pytest.mark.parametrize(
-    "text", ["select 1", "insert into t values (1); insert into t values (2)", "vacuum", "begin"]
+    "text",
+    [
+        "select 1",
+        "select 1; select 2",
+        "vacuum",
+        "begin",
+        "begin; insert into t values (1); commit",
+        "insert into t values (1); end",
+        "insert into t values (1); rollback",
+        "set transaction isolation level serializable; insert into t values (1)",
+    ],
 )
-def test_only_single_write_statements_are_wrapped(text):
+def test_reads_and_transaction_control_are_not_wrapped(text):
     h = Harness()
     assert h.client(Q(text)) == Q(text)
 
 
-def test_over_the_limit_outside_a_block_unwrapped_is_only_logged(caplog):
+def test_several_autocommitted_writes_in_one_query_are_wrapped_together():
     h = Harness(transaction_rows=10)
-    text = "insert into t select 1; insert into t select generate_series(1, 20)"
+    text = "insert into t select 1; insert into t select generate_series(1, 20); select 1"
+    assert h.client(Q(text)) == BEGIN + Q(text)
+    hidden_begin(h)
+    # The statement that crosses the limit fails; what PostgreSQL still runs is discarded.
+    out = h.upstream(
+        complete("INSERT 0 1"), complete("INSERT 0 20"), complete("SELECT 1"), ready(b"T")
+    )
+    assert out == complete("INSERT 0 1") + error("transaction_rows")
+    assert h.client() == ROLLBACK
+    assert h.upstream(complete("ROLLBACK"), ready(b"I")) == ready(b"I")
+    assert h.stats.snapshot().limit_violations == {"transaction_rows": 1}
+
+
+def test_over_the_limit_with_transaction_control_in_one_query_is_only_logged(caplog):
+    h = Harness(transaction_rows=10)
+    text = "begin; insert into t select generate_series(1, 20); commit"
     h.client(Q(text))
-    out = h.upstream(complete("INSERT 0 1"), complete("INSERT 0 20"), ready(b"I"))
-    assert out == complete("INSERT 0 1") + complete("INSERT 0 20") + ready(b"I")
+    replies = complete("BEGIN"), complete("INSERT 0 20"), complete("COMMIT"), ready(b"I")
+    assert h.upstream(*replies) == b"".join(replies)
     assert "autocommitted" in caplog.text
 
 
@@ -363,7 +388,12 @@ def test_reads_through_the_extended_protocol_are_not_wrapped():
 
 
 _client_messages = st.one_of(
-    st.builds(Q, st.sampled_from(["BEGIN", "COMMIT", "select 1", "insert into t values (1)"])),
+    st.builds(
+        Q,
+        st.sampled_from(
+            ["BEGIN", "COMMIT", "select 1", "insert into t values (1)", "delete from t; select 1"]
+        ),
+    ),
     st.builds(parse, st.sampled_from([b"", b"s1"]), st.sampled_from([b"select 1", b"delete"])),
     st.builds(bind, st.sampled_from([b"", b"s1", b"unknown"])),
     st.sampled_from([msg(b"E"), msg(b"S"), msg(b"H"), msg(b"D"), msg(b"d", b"x"), msg(b"c")]),

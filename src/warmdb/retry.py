@@ -26,7 +26,7 @@ Anything else (a wrong database name, an unknown host, TLS certificate errors) f
 
 from __future__ import annotations
 
-import random
+from warmdb.policy import random_fraction as _random_fraction
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -103,7 +103,8 @@ class RetrySchedule:
 
     :param policy: gives ``retry_timeout``, ``backoff_initial`` and ``backoff_max``.
     :param started_at: the monotonic time of the first attempt.
-    :param random_fraction: returns a float in [0, 1); :func:`random.random` by default.
+    :param random_fraction: returns a float in [0, 1);
+        :func:`warmdb.policy.random_fraction` by default.
     """
 
     __slots__ = ("_auth_retried", "_deadline", "_policy", "_random", "retries")
@@ -112,7 +113,7 @@ class RetrySchedule:
         self,
         policy: Policy,
         started_at: float,
-        random_fraction: Callable[[], float] = random.random,
+        random_fraction: Callable[[], float] = _random_fraction,
     ) -> None:
         self._policy = policy
         self._deadline = started_at + policy.retry_timeout

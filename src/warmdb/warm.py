@@ -32,7 +32,6 @@ decided at checkout.
 
 from __future__ import annotations
 
-import random
 import select
 import threading
 import time
@@ -40,6 +39,7 @@ import types
 
 from warmdb import events
 from warmdb.errors import WarmdbError
+from warmdb.policy import random_fraction as _random_fraction
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -251,7 +251,7 @@ class Keeper(_KeeperBase):
         *,
         driver: str,
         clock: Callable[[], float] = time.monotonic,
-        random_fraction: Callable[[], float] = random.random,
+        random_fraction: Callable[[], float] = _random_fraction,
     ) -> None:
         super().__init__(plan, driver=driver, clock=clock, random_fraction=random_fraction)
         self._ops = ops
@@ -361,7 +361,7 @@ class AsyncKeeper(_KeeperBase):
         *,
         driver: str,
         clock: Callable[[], float] = time.monotonic,
-        random_fraction: Callable[[], float] = random.random,
+        random_fraction: Callable[[], float] = _random_fraction,
         abandon: Callable[[C], None] | None = None,
     ) -> None:
         super().__init__(plan, driver=driver, clock=clock, random_fraction=random_fraction)

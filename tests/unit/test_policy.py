@@ -7,7 +7,7 @@ import math
 import pytest
 
 from warmdb import ConfigurationError
-from warmdb.policy import DEFAULT, DSQL, RDS, RDS_PROXY, Policy, policy_for
+from warmdb.policy import DEFAULT, DSQL, RDS, RDS_PROXY, Policy, policy_for, random_fraction
 
 
 def test_dsql_preset_renews_well_inside_the_60_minute_limit():
@@ -73,3 +73,12 @@ def test_none_turns_checks_off():
     policy = Policy(max_lifetime=None, ping_after_idle=None, max_idle=None, connect_timeout=None)
     assert policy.max_lifetime is None
     assert "max_lifetime=None" in repr(policy)
+
+
+def test_random_fraction_is_uniform_in_the_unit_interval():
+    samples = [random_fraction() for _ in range(20_000)]
+    assert all(0 <= sample < 1 for sample in samples)
+    # Each tenth of the interval gets its share (expected 2,000; 5 sigma is about 210).
+    for tenth in range(10):
+        share = sum(tenth / 10 <= sample < (tenth + 1) / 10 for sample in samples)
+        assert 1790 < share < 2210

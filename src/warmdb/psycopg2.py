@@ -10,6 +10,10 @@
     with keeper.connection() as conn:                        # reused across invocations
         ...
 
+    pool = db.pool(host="abc123.dsql.us-east-1.on.aws", max_size=4)   # thread-safe
+    with pool.connection() as conn:                          # psycopg2's own connection
+        ...
+
 The arguments are those of aurora-dsql-python-connector's ``aurora_dsql_psycopg2.connect``
 (``dsn``, ``host``, ``user``, ``dbname``/``database``, ``port``, ``region``, ``profile``,
 ``token_duration_secs``, ``custom_credentials_provider``) plus ``auth``, ``policy`` and every
@@ -20,18 +24,24 @@ argument of
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import psycopg2
 import psycopg2.extensions
 
 from warmdb._connect import ConnectPlan, libpq_params, open_with_retry, raise_connect_error
+from warmdb.errors import ConfigurationError, WarmdbError
 from warmdb.warm import Keeper
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from sqlalchemy.pool import PoolProxiedConnection, QueuePool
+
     from warmdb.policy import Policy
 
-__all__ = ["connect", "warm"]
+__all__ = ["ConnectionPool", "connect", "pool", "warm"]
 
 DRIVER = "psycopg2"
 
@@ -118,12 +128,235 @@ def warm(
     plan = ConnectPlan(
         dsn, kwargs, custom_credentials_provider=custom_credentials_provider, policy=policy
     )
-    ops = _KeeperOps(plan, connection_factory, cursor_factory)
+    ops = _Ops(plan, connection_factory, cursor_factory)
     return Keeper(plan, ops, driver=DRIVER)
 
 
-class _KeeperOps:
-    """How a keeper opens, checks and resets psycopg2 connections."""
+def pool(
+    dsn: str | None = None,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    timeout: float = 30.0,
+    connection_factory: object | None = None,
+    cursor_factory: object | None = None,
+    custom_credentials_provider: object | None = None,
+    policy: Policy | None = None,
+    **kwargs: object,
+) -> ConnectionPool:
+    """Return a thread-safe :class:`ConnectionPool` of psycopg2 connections.
+
+    Built on SQLAlchemy's ``QueuePool`` (``pip install 'warmdb[sqlalchemy]'``), with the
+    checks of ``warm()`` at every checkout: connections older than the policy's lifetime
+    (with jitter) or idle longer than ``max_idle`` are replaced, a connection whose socket
+    became readable while idle (closed by the server) is replaced without a round trip, one
+    idle longer than ``ping_after_idle`` is pinged first. Replacement is transparent; a
+    transaction left open is rolled back when the connection comes back. Nothing connects
+    until the first checkout, and connections are reused most-recent first.
+
+    :param dsn: as for :func:`connect`.
+    :param min_size: connections kept open for reuse when returned (at least 1).
+    :param max_size: connections open at once, at most; those beyond *min_size* are closed
+        when returned.
+    :param timeout: seconds a checkout waits for a free connection when *max_size* are in
+        use, 30 by default.
+    :param connection_factory: as for :func:`connect`.
+    :param cursor_factory: as for :func:`connect`.
+    :param custom_credentials_provider: as for :func:`connect`.
+    :param policy: lifetime, idle and ping checks, connect timeout and retries; the preset for
+        the endpoint by default.
+    :param kwargs: the other arguments of :func:`connect`.
+    :returns: the pool; nothing is connected yet.
+    :raises ConfigurationError: bad arguments, or SQLAlchemy is not installed.
+    """
+    try:
+        from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+        from sqlalchemy.pool import QueuePool
+
+        from warmdb.sqlalchemy import _check_int, _check_seconds, watch_pool
+    except ModuleNotFoundError as exc:
+        # Imported here, not at the top: warmdb.psycopg2 alone must not pay for SQLAlchemy.
+        raise ConfigurationError(
+            "warmdb.psycopg2.pool() is built on SQLAlchemy's pool: "
+            "pip install 'warmdb[psycopg2,sqlalchemy]'"
+        ) from exc
+    _check_int("min_size", min_size, minimum=1)
+    _check_int("max_size", max_size, minimum=min_size)
+    _check_seconds("timeout", timeout)
+    plan = ConnectPlan(
+        dsn, kwargs, custom_credentials_provider=custom_credentials_provider, policy=policy
+    )
+    ops = _Ops(plan, connection_factory, cursor_factory)
+    queue_pool = QueuePool(
+        ops.open,
+        pool_size=min_size,
+        max_overflow=max_size - min_size,
+        timeout=timeout,
+        use_lifo=True,
+        reset_on_return="rollback",
+    )
+    watch_pool(
+        queue_pool, plan, driver=DRIVER, is_closed=ops.is_closed, fileno=ops.fileno, ping=ops.ping
+    )
+    return ConnectionPool(
+        queue_pool,
+        plan,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=timeout,
+        timeout_error=PoolTimeoutError,
+    )
+
+
+class ConnectionPool:
+    """A thread-safe pool of psycopg2 connections, made by :func:`pool`.
+
+    ::
+
+        with pool.connection() as conn:        # psycopg2's own connection object
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+
+        conn = pool.getconn()                  # or by hand, as with psycopg2.pool
+        try:
+            ...
+        finally:
+            pool.putconn(conn)
+
+    A connection that comes back with a transaction open is rolled back; one broken by the
+    caller's work (closed, or an ``OperationalError`` that did not come from the server) is
+    discarded and replaced at a later checkout. Work that fails is never retried.
+
+    :ivar min_size: connections kept open for reuse.
+    :ivar max_size: connections open at once, at most.
+    :ivar timeout: seconds a checkout waits for a free connection.
+    """
+
+    def __init__(
+        self,
+        queue_pool: QueuePool,
+        plan: ConnectPlan,
+        *,
+        min_size: int,
+        max_size: int,
+        timeout: float,
+        timeout_error: type[Exception],
+    ) -> None:
+        self.min_size = min_size
+        self.max_size = max_size
+        self.timeout = timeout
+        self._pool = queue_pool
+        self._plan = plan
+        self._timeout_error = timeout_error
+        self._lock = threading.Lock()
+        # getconn() hands out the bare connection; putconn() needs SQLAlchemy's handle back.
+        self._handed_out: dict[int, PoolProxiedConnection] = {}
+        self._closed = False
+
+    @property
+    def policy(self) -> Policy:
+        """The :class:`~warmdb.policy.Policy` the checkout checks apply."""
+        return self._plan.policy
+
+    @property
+    def checked_out(self) -> int:
+        """Connections currently handed out."""
+        return self._pool.checkedout()
+
+    def connection(self) -> AbstractContextManager[psycopg2.extensions.connection]:
+        """Check a connection out for the ``with`` block: ``with pool.connection() as conn:``.
+
+        :raises ConnectError: no connection could be opened within the policy's retries.
+        :raises WarmdbError: the pool is closed, or no connection was free within *timeout*.
+        """
+        return _PoolCheckout(self)
+
+    def getconn(self) -> psycopg2.extensions.connection:
+        """Check a connection out; give it back with :meth:`putconn`.
+
+        :raises ConnectError: no connection could be opened within the policy's retries.
+        :raises WarmdbError: the pool is closed, or no connection was free within *timeout*.
+        """
+        handle = self._checkout()
+        conn = handle.dbapi_connection
+        with self._lock:
+            self._handed_out[id(conn)] = handle
+        return conn  # type: ignore[return-value]
+
+    def putconn(self, conn: psycopg2.extensions.connection, *, close: bool = False) -> None:
+        """Give back a connection from :meth:`getconn`; ``close=True`` discards it.
+
+        :raises WarmdbError: *conn* is not checked out from this pool.
+        """
+        with self._lock:
+            handle = self._handed_out.pop(id(conn), None)
+        if handle is None:
+            raise WarmdbError("putconn: this connection is not checked out from this pool")
+        self._release(handle, discard=close)
+
+    def close(self) -> None:
+        """Close the idle connections; those checked out are closed when they come back."""
+        self._closed = True
+        self._pool.dispose()
+
+    def __enter__(self) -> ConnectionPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _checkout(self) -> PoolProxiedConnection:
+        if self._closed:
+            raise WarmdbError("the pool is closed")
+        try:
+            return self._pool.connect()
+        except self._timeout_error as exc:
+            raise WarmdbError(
+                f"no connection free within timeout={self.timeout} s: "
+                f"all max_size={self.max_size} are checked out"
+            ) from exc
+
+    def _release(self, handle: PoolProxiedConnection, *, discard: bool) -> None:
+        conn = handle.dbapi_connection
+        if discard or _Ops.is_closed(conn):
+            # Reported as a "broken" recycle; SQLAlchemy closes it and frees its slot.
+            handle.invalidate()
+        elif self._closed:
+            handle.detach()
+            _Ops.close(conn)
+        else:
+            handle.close()  # back to the pool: rolled back if a transaction is open
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{self.checked_out} checked out"
+        return (
+            f"<ConnectionPool {DRIVER} {self._plan.endpoint!r} "
+            f"min_size={self.min_size} max_size={self.max_size} {state}>"
+        )
+
+
+class _PoolCheckout:
+    """The context manager :meth:`ConnectionPool.connection` returns (lighter than a generator)."""
+
+    __slots__ = ("_handle", "_pool")
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+        self._handle: PoolProxiedConnection | None = None
+
+    def __enter__(self) -> psycopg2.extensions.connection:
+        self._handle = self._pool._checkout()
+        return self._handle.dbapi_connection  # type: ignore[return-value]
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        handle, self._handle = self._handle, None
+        assert handle is not None
+        broken = exc is not None and _Ops.is_broken_by(handle.dbapi_connection, exc)
+        self._pool._release(handle, discard=broken)
+
+
+class _Ops:
+    """How keepers and pools open, check and reset psycopg2 connections."""
 
     __slots__ = ("_connection_factory", "_cursor_factory", "_plan")
 

@@ -13,6 +13,7 @@ from warmdb.errors import (
     ConfigurationError,
     ConnectError,
     CredentialsError,
+    PoolTimeout,
     WarmdbError,
 )
 from warmdb.governor import limit_connect_rate
@@ -24,6 +25,7 @@ __all__ = [
     "ConnectError",
     "CredentialsError",
     "Policy",
+    "PoolTimeout",
     "WarmdbError",
     "__version__",
     "generate_token",

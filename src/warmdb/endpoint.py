@@ -40,8 +40,8 @@ DSQL_DEFAULT_DBNAME = "postgres"
 # compiling the patterns cost a cold start about 2 ms (python -X importtime).
 _CLUSTER_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 
-# Parameters warmdb interprets and never passes to a driver as they are.
-_WARMDB_KEYS = frozenset(
+#: Parameters warmdb interprets and never passes to a driver as they are.
+ENDPOINT_KEYS = frozenset(
     {
         "host",
         "port",
@@ -385,8 +385,8 @@ def resolve(
     password = kwargs.get("password")
     if password is None:
         password = from_dsn.get("password")
-    driver_kwargs: dict[str, object] = {k: v for k, v in from_dsn.items() if k not in _WARMDB_KEYS}
-    driver_kwargs.update((k, v) for k, v in kwargs.items() if k not in _WARMDB_KEYS)
+    driver_kwargs: dict[str, object] = {k: v for k, v in from_dsn.items() if k not in ENDPOINT_KEYS}
+    driver_kwargs.update((k, v) for k, v in kwargs.items() if k not in ENDPOINT_KEYS)
     return endpoint, (password if auth == "password" else None), driver_kwargs
 
 

@@ -5,8 +5,9 @@ Every exception warmdb raises derives from :class:`WarmdbError`::
     WarmdbError
      ├── ConfigurationError      (also ValueError)  bad or contradictory arguments
      ├── CredentialsError                           no AWS credentials, or they could not be loaded
-     └── ConnectError                               the driver failed to connect
-          └── AuthenticationError                   the server refused the password or token
+     ├── ConnectError                               the driver failed to connect
+     │    └── AuthenticationError                   the server refused the password or token
+     └── PoolTimeout             (also TimeoutError) no pooled connection came free in time
 
 :class:`ConnectError` is raised ``from`` the driver's own exception, which stays reachable as
 ``__cause__``; its SQLSTATE (when the server sent one) is :attr:`ConnectError.sqlstate`.
@@ -22,6 +23,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectError",
     "CredentialsError",
+    "PoolTimeout",
     "WarmdbError",
 ]
 
@@ -75,5 +77,11 @@ class ConnectError(WarmdbError):
 
 class AuthenticationError(ConnectError):
     """The server refused the credentials (SQLSTATE class 28): wrong, expired or unsigned token."""
+
+    __module__ = "warmdb"
+
+
+class PoolTimeout(WarmdbError, TimeoutError):
+    """A pool had no connection free within its timeout (all are checked out)."""
 
     __module__ = "warmdb"

@@ -30,7 +30,7 @@ import psycopg2
 import psycopg2.extensions
 
 from warmdb._connect import ConnectPlan, libpq_params, open_with_retry, raise_connect_error
-from warmdb.errors import ConfigurationError, WarmdbError
+from warmdb.errors import ConfigurationError, PoolTimeout, WarmdbError
 from warmdb.warm import Keeper
 
 TYPE_CHECKING = False
@@ -267,7 +267,8 @@ class ConnectionPool:
         """Check a connection out for the ``with`` block: ``with pool.connection() as conn:``.
 
         :raises ConnectError: no connection could be opened within the policy's retries.
-        :raises WarmdbError: the pool is closed, or no connection was free within *timeout*.
+        :raises PoolTimeout: no connection was free within *timeout*.
+        :raises WarmdbError: the pool is closed.
         """
         return _PoolCheckout(self)
 
@@ -275,7 +276,8 @@ class ConnectionPool:
         """Check a connection out; give it back with :meth:`putconn`.
 
         :raises ConnectError: no connection could be opened within the policy's retries.
-        :raises WarmdbError: the pool is closed, or no connection was free within *timeout*.
+        :raises PoolTimeout: no connection was free within *timeout*.
+        :raises WarmdbError: the pool is closed.
         """
         handle = self._checkout()
         conn = handle.dbapi_connection
@@ -311,7 +313,7 @@ class ConnectionPool:
         try:
             return self._pool.connect()
         except self._timeout_error as exc:
-            raise WarmdbError(
+            raise PoolTimeout(
                 f"no connection free within timeout={self.timeout} s: "
                 f"all max_size={self.max_size} are checked out"
             ) from exc

@@ -54,7 +54,7 @@ from sqlalchemy.pool import Pool, QueuePool
 
 from warmdb import events
 from warmdb._connect import ConnectPlan
-from warmdb.endpoint import _WARMDB_KEYS
+from warmdb.endpoint import ENDPOINT_KEYS
 from warmdb.errors import ConfigurationError
 from warmdb.warm import PING, REUSE, KeptConnection, checkout_verdict, has_pending_input
 
@@ -241,7 +241,7 @@ class _EngineSetup:
         self.open_args = {
             k: driver_args.pop(k) for k in _OPEN_ARGS.get(self.driver, ()) if k in driver_args
         }
-        endpoint_args = {k: v for k, v in kwargs.items() if k in _WARMDB_KEYS}
+        endpoint_args = {k: v for k, v in kwargs.items() if k in ENDPOINT_KEYS}
         clash = sorted(set(endpoint_args) & set(driver_args))
         if clash:
             raise ConfigurationError(f"{clash[0]} is given both as an argument and in connect_args")
@@ -252,7 +252,7 @@ class _EngineSetup:
             policy=policy,
         )
 
-        engine_kwargs = {k: v for k, v in kwargs.items() if k not in _WARMDB_KEYS}
+        engine_kwargs = {k: v for k, v in kwargs.items() if k not in ENDPOINT_KEYS}
         engine_kwargs["echo"] = echo
         # The URL names only the dialect: every connect argument is in the plan.
         engine_kwargs["connect_args"] = adapter_args

@@ -1,9 +1,10 @@
 """A DSQL emulator on fast-forward, and the long-job check every keeper, pool and engine passes.
 
-With ``time_scale=LIFETIME_SCALE`` the emulator closes connections after 1.5 s instead of
-60 minutes, while tokens keep real time (``token_time_scale=1``) and are signed for 1 s. A job
+With ``time_scale=LIFETIME_SCALE`` the emulator closes connections after 2 s instead of
+60 minutes, while tokens keep real time (``token_time_scale=1``) and are signed for 2 s. A job
 that queries for :data:`LONG_JOB_SECONDS` therefore crosses five connection lifetimes and
-more than five token expiries.
+five token lifetimes. (Tokens are dated in whole seconds, so a token signed late in a second
+has up to a second less to live: 2 s keeps every token usable for at least a second.)
 
 The fixtures are registered for every integration test by ``tests/integration/conftest.py``.
 """
@@ -18,19 +19,19 @@ from warmdb.emulator.service import Emulator
 from warmdb.emulator.stats import StatsSnapshot
 from warmdb.policy import DSQL
 
-#: DSQL's 60-minute connection limit becomes 1.5 s.
-LIFETIME_SCALE = 2400
+#: DSQL's 60-minute connection limit becomes 2 s.
+LIFETIME_SCALE = 1800
 SERVER_LIFETIME = 3600 / LIFETIME_SCALE
 #: DSQL's preset, on the same fast-forward: connections renewed after 55 "minutes" - jitter.
 SCALED_POLICY = DSQL.replace(max_lifetime=DSQL.max_lifetime / LIFETIME_SCALE, retry_timeout=10.0)
-TOKEN_SECONDS = 1
+TOKEN_SECONDS = 2
 #: Five server lifetimes and a bit.
 LONG_JOB_SECONDS = 5 * SERVER_LIFETIME + 0.5
 
 
 @pytest.fixture(scope="module")
 def scaled_dsql():
-    """An emulator whose connection limit is 1.5 s; tokens expire in real time."""
+    """An emulator whose connection limit is 2 s; tokens expire in real time."""
     with Emulator(time_scale=LIFETIME_SCALE, token_time_scale=1) as dsql:
         yield dsql
 

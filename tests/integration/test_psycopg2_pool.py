@@ -106,7 +106,7 @@ def test_getconn_putconn_and_the_wait_timeout(pool):
     assert a is not b
     assert pool.checked_out == 2
     started = time.monotonic()
-    with pytest.raises(warmdb.WarmdbError, match="timeout"):
+    with pytest.raises(warmdb.PoolTimeout, match="timeout"):
         pool.getconn()
     assert time.monotonic() - started >= 0.2
     pool.putconn(a)

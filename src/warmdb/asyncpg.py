@@ -10,6 +10,10 @@
     async with keeper.connection() as conn:                  # reused across invocations
         ...
 
+    async with db.create_pool(host="abc123.dsql.us-east-1.on.aws") as pool:   # asyncpg's pool
+        async with pool.acquire() as conn:                   # renewed and checked by warmdb
+            ...
+
 asyncpg connections belong to the event loop that opened them: keep one loop for the process
 (``loop.run_until_complete`` per invocation) to reuse the kept connection; with
 ``asyncio.run()`` per invocation the keeper must reconnect each time.
@@ -31,19 +35,38 @@ import asyncio
 import contextlib
 import functools
 import os
+import random
 import socket
 import ssl
+import time
+import weakref
 
 import asyncpg
+import asyncpg.pool
 
+from warmdb import events
 from warmdb._connect import ConnectPlan, open_with_retry_async, raise_connect_error
-from warmdb.warm import AsyncKeeper
+from warmdb.errors import ConfigurationError
+from warmdb.policy import _seconds
+from warmdb.warm import (
+    PING,
+    REUSE,
+    AsyncKeeper,
+    KeptConnection,
+    checkout_verdict,
+    has_pending_input,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Generator
+    from typing import Any
+
+    from asyncpg.pool import PoolConnectionProxy
+
     from warmdb.policy import Policy
 
-__all__ = ["connect", "warm"]
+__all__ = ["WarmPool", "connect", "create_pool", "socket_of", "warm"]
 
 DRIVER = "asyncpg"
 
@@ -176,7 +199,314 @@ def warm(
     plan = ConnectPlan(
         dsn, kwargs, custom_credentials_provider=custom_credentials_provider, policy=policy
     )
-    return AsyncKeeper(plan, _KeeperOps(plan), driver=DRIVER, abandon=_abandon)
+    return AsyncKeeper(plan, _Ops(plan), driver=DRIVER, abandon=_abandon)
+
+
+def create_pool(
+    dsn: str | None = None,
+    *,
+    policy: Policy | None = None,
+    min_size: int = 10,
+    max_size: int = 10,
+    max_queries: int = 50_000,
+    max_inactive_connection_lifetime: float | None = None,
+    setup: Callable[[PoolConnectionProxy], Awaitable[None]] | None = None,
+    init: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+    reset: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+    connection_class: type[asyncpg.Connection] = asyncpg.Connection,
+    record_class: type[asyncpg.Record] = asyncpg.Record,
+    custom_credentials_provider: object | None = None,
+    **kwargs: object,
+) -> WarmPool:
+    """Return an asyncpg pool whose connections warmdb opens, renews and checks.
+
+    Use it as :func:`asyncpg.create_pool`'s::
+
+        async with db.create_pool(host=ENDPOINT, min_size=2, max_size=4) as pool:
+            async with pool.acquire() as conn:
+                await conn.fetchval("SELECT 1")
+
+    What warmdb adds to asyncpg's pool: every new connection goes through
+    :func:`connect_plan` (a fresh token, the rate governor, retries, events); at acquire, a
+    connection older than ``policy.max_lifetime`` (minus the policy's jitter), idle longer
+    than ``policy.max_idle``, closed, or whose socket became readable (the server closed it)
+    is replaced without a round trip, and one idle longer than ``policy.ping_after_idle`` is
+    pinged first. The caller never gets a connection found unusable. See ``docs/pools.md``.
+
+    :param dsn: the endpoint, as for :func:`connect`.
+    :param policy: how connections live and connects are retried; the endpoint's preset by
+        default.
+    :param min_size: connections opened when the pool starts and kept (default 10).
+    :param max_size: the most connections (default 10).
+    :param max_queries: queries after which asyncpg replaces a connection (default 50,000).
+    :param max_inactive_connection_lifetime: seconds after which asyncpg closes an unused
+        connection above ``min_size``; ``0`` never. Default: ``policy.max_idle`` if set,
+        else asyncpg's 300.
+    :param setup: ``async setup(conn)`` run on each acquired connection, after warmdb's
+        check; if it fails, the connection is closed and the error raised, as in asyncpg.
+    :param init: ``async init(conn)`` run on each new connection.
+    :param reset: ``async reset(conn)`` run on each released connection (asyncpg >= 0.30).
+    :param connection_class: the class of the connections (a subclass of
+        :class:`asyncpg.Connection`).
+    :param record_class: the class of the records queries return.
+    :param custom_credentials_provider: a botocore ``CredentialProvider`` tried first.
+    :param kwargs: warmdb's endpoint arguments and :func:`asyncpg.connect`'s (``timeout``,
+        ``command_timeout``, ``statement_cache_size``...), as for :func:`connect`.
+    :returns: a pool to ``await`` or use with ``async with``, as asyncpg's.
+    :raises ConfigurationError: a bad argument, named in the message.
+    """
+    for key in kwargs:
+        if key in _POOL_OWNED:
+            raise ConfigurationError(f"{key}= is set by warmdb's pool: {_POOL_OWNED[key]}")
+    _check_int("min_size", min_size, minimum=0)
+    _check_int("max_size", max_size, minimum=max(1, min_size))
+    _check_int("max_queries", max_queries, minimum=1)
+    plan = ConnectPlan(
+        dsn,
+        {**kwargs, "connection_class": connection_class, "record_class": record_class},
+        custom_credentials_provider=custom_credentials_provider,
+        policy=policy,
+    )
+    if max_inactive_connection_lifetime is None:
+        idle = plan.policy.max_idle
+        max_inactive_connection_lifetime = _ASYNCPG_MAX_INACTIVE if idle is None else idle
+    inactive = _seconds("max_inactive_connection_lifetime", max_inactive_connection_lifetime)
+    return WarmPool(
+        plan,
+        setup=setup,
+        min_size=min_size,
+        max_size=max_size,
+        max_queries=max_queries,
+        max_inactive_connection_lifetime=inactive,
+        init=init,
+        reset=reset,
+        connection_class=connection_class,
+        record_class=record_class,
+    )
+
+
+# Arguments warmdb sets itself, and what to do instead.
+_POOL_OWNED = {
+    "connect": "warmdb opens every connection of the pool",
+    "max_lifetime": "set the policy's: policy=DSQL.replace(max_lifetime=...)",
+    "max_idle": "set the policy's: policy=DSQL.replace(max_idle=...)",
+}
+#: asyncpg's default for max_inactive_connection_lifetime.
+_ASYNCPG_MAX_INACTIVE = 300.0
+
+
+def _check_int(name: str, value: object, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(f"{name} must be an integer >= {minimum}, not {value!r}")
+
+
+class WarmPool(asyncpg.pool.Pool):
+    """asyncpg's pool with warmdb's connects, a maximum lifetime and a checkout check.
+
+    Made by :func:`create_pool`. Each connection has a :class:`~warmdb.warm.KeptConnection`
+    record (opened, expires, last released). At acquire, :func:`~warmdb.warm.checkout_verdict`
+    decides whether to hand it out, ping it first, or replace it; at release, an expired
+    connection is closed instead of going back; and a connection still idle in the pool when
+    its lifetime ends is closed then, by a timer of the event loop, so the server never cuts
+    one at its own limit. The timer is a convenience, never relied on: where the loop does
+    not run (a frozen Lambda environment), the check at acquire catches what it missed.
+    """
+
+    __slots__ = ("_in_use", "_plan", "_records", "_warm_setup")
+
+    def __init__(
+        self,
+        plan: ConnectPlan,
+        *,
+        setup: Callable[[PoolConnectionProxy], Awaitable[None]] | None,
+        **options: Any,
+    ) -> None:
+        self._plan = plan
+        # Weak keys: a closed connection takes its record with it.
+        self._records: weakref.WeakKeyDictionary[asyncpg.Connection, KeptConnection] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._in_use: weakref.WeakSet[asyncpg.Connection] = weakref.WeakSet()
+        # Run by warmdb after its check, not by asyncpg before it: a setup that meets a dead
+        # connection would fail the caller's acquire instead of letting warmdb replace it.
+        self._warm_setup = setup
+        try:
+            super().__init__(connect=self._open_connection, setup=None, loop=None, **options)
+        except ValueError as exc:  # asyncpg's own checks name the parameter
+            raise ConfigurationError(str(exc)) from exc
+
+    async def _open_connection(self, *args: object, **kwargs: object) -> asyncpg.Connection:
+        # asyncpg's connect= callback. Its arguments (the loop, connection and record classes)
+        # are already in the plan.
+        conn = await connect_plan(self._plan)
+        # Not a secret: the share of jitter.
+        kept = KeptConnection(time.monotonic(), self._plan.policy, random.random())  # noqa: S311
+        self._records[conn] = kept
+        if kept.expires_at is not None:
+            asyncio.get_running_loop().call_later(
+                kept.expires_at - time.monotonic(), self._retire_if_idle, weakref.ref(conn)
+            )
+        return conn
+
+    def _retire_if_idle(self, ref: weakref.ref[asyncpg.Connection]) -> None:
+        conn = ref()
+        if conn is None or conn.is_closed() or conn in self._in_use:
+            return  # gone already, or checked out: judged at release or the next acquire
+        _emit_recycle(self._plan, self._records[conn], "lifetime")
+        # No round trip from a timer: terminate() closes the socket at once, and asyncpg
+        # frees the slot (and reopens it in the background while below min_size).
+        conn.terminate()
+
+    def acquire(self, *, timeout: float | None = None) -> _AcquireContext:
+        """Acquire a connection, as :meth:`asyncpg.pool.Pool.acquire`, checked by warmdb.
+
+        :param timeout: seconds to wait for a usable connection, replacements included;
+            ``None`` waits as long as it takes.
+        :raises asyncio.TimeoutError: no usable connection within *timeout*.
+        """
+        return _AcquireContext(self, timeout)
+
+    async def release(
+        self, connection: PoolConnectionProxy, *, timeout: float | None = None
+    ) -> None:
+        """Release a connection, as :meth:`asyncpg.pool.Pool.release`; an expired one is
+        closed instead."""
+        conn = getattr(connection, "_con", None)
+        kept = None if conn is None else self._records.get(conn)
+        if kept is None:  # not from this pool, or released already: asyncpg's answer
+            await super().release(connection, timeout=timeout)
+            return
+        kept.last_used = time.monotonic()
+        if conn.is_closed():
+            _emit_recycle(self._plan, kept, "broken")  # asyncpg frees the slot
+        elif self._is_expired(kept):
+            _emit_recycle(self._plan, kept, "lifetime")
+            # Closing frees the slot, which makes asyncpg's release a no-op.
+            await _Ops.close(conn)
+        try:
+            await super().release(connection, timeout=timeout)
+        finally:
+            # In use until asyncpg's reset is over, so the timer leaves it alone meanwhile.
+            self._in_use.discard(conn)
+        if self._is_expired(kept):
+            # Its timer fired during the reset and skipped it.
+            self._retire_if_idle(weakref.ref(conn))
+
+    @staticmethod
+    def _is_expired(kept: KeptConnection) -> bool:
+        return kept.expires_at is not None and time.monotonic() >= kept.expires_at
+
+    async def _acquire_usable(self, timeout: float | None) -> PoolConnectionProxy:
+        """Acquire connections until one passes warmdb's check (and the caller's setup)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            proxy = await super().acquire(timeout=_remaining(loop, deadline))
+            # asyncpg has no public accessor for the connection a proxy wraps.
+            conn = proxy._con
+            # In use from now: the lifetime timer must not close it under a ping or setup.
+            self._in_use.add(conn)
+            try:
+                usable = await self._check_out(conn, loop, deadline)
+                if usable and self._warm_setup is not None:
+                    await _within(self._warm_setup(proxy), loop, deadline)
+            except BaseException:
+                # A ping or setup that failed or was cancelled leaves the protocol state
+                # unknown: close the socket; asyncpg puts the slot back.
+                self._in_use.discard(conn)
+                conn.terminate()
+                raise
+            if usable:
+                return proxy
+            self._in_use.discard(conn)
+
+    async def _check_out(
+        self, conn: asyncpg.Connection, loop: asyncio.AbstractEventLoop, deadline: float | None
+    ) -> bool:
+        """Whether *conn* may be handed out; if not, it is closed and asyncpg reconnects its
+        slot (in the background up to ``min_size``, else at the next acquire)."""
+        kept = self._records[conn]
+        verdict, reason = checkout_verdict(
+            kept,
+            time.monotonic(),
+            self._plan.policy,
+            is_closed=conn.is_closed(),
+            has_input=lambda: has_pending_input(_Ops.fileno(conn)),
+        )
+        if verdict == REUSE:
+            return True
+        if verdict == PING:
+            try:
+                await _within(_Ops.ping(conn), loop, deadline)
+            except Exception:
+                reason = "ping-failed"
+            else:
+                kept.last_used = time.monotonic()
+                return True
+        _emit_recycle(self._plan, kept, reason or "closed")
+        if reason in ("lifetime", "idle"):
+            await _Ops.close(conn)  # a healthy connection: say goodbye to the server
+        else:
+            conn.terminate()  # the server is gone or going: no round trip
+        return False
+
+
+class _AcquireContext:
+    """What :meth:`WarmPool.acquire` returns: ``async with`` it or ``await`` it, as asyncpg's."""
+
+    __slots__ = ("_connection", "_pool", "_timeout")
+
+    def __init__(self, pool: WarmPool, timeout: float | None) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._connection: PoolConnectionProxy | None = None
+
+    async def __aenter__(self) -> PoolConnectionProxy:
+        if self._connection is not None:
+            raise asyncpg.InterfaceError("a connection is already acquired")
+        self._connection = await self._pool._acquire_usable(self._timeout)
+        return self._connection
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await self._pool.release(connection)
+
+    def __await__(self) -> Generator[Any, None, PoolConnectionProxy]:
+        return self._pool._acquire_usable(self._timeout).__await__()
+
+
+def _remaining(loop: asyncio.AbstractEventLoop, deadline: float | None) -> float | None:
+    if deadline is None:
+        return None
+    left = deadline - loop.time()
+    if left <= 0:
+        raise asyncio.TimeoutError
+    return left
+
+
+async def _within(
+    awaitable: Awaitable[None], loop: asyncio.AbstractEventLoop, deadline: float | None
+) -> None:
+    if deadline is None:
+        await awaitable
+    else:
+        await asyncio.wait_for(awaitable, _remaining(loop, deadline))
+
+
+def _emit_recycle(plan: ConnectPlan, kept: KeptConnection, reason: str) -> None:
+    now = time.monotonic()
+    endpoint = plan.endpoint
+    events.emit_recycle(
+        events.RecycleEvent(
+            driver=DRIVER,
+            host=endpoint.host,
+            port=endpoint.port,
+            reason=reason,
+            age=now - kept.opened_at,
+            idle=now - kept.last_used,
+        )
+    )
 
 
 def _abandon(conn: asyncpg.Connection) -> None:
@@ -185,8 +515,8 @@ def _abandon(conn: asyncpg.Connection) -> None:
         conn.terminate()
 
 
-class _KeeperOps:
-    """How a keeper opens, checks and resets asyncpg connections."""
+class _Ops:
+    """How keepers and pools open, check, ping, reset and close asyncpg connections."""
 
     __slots__ = ("_plan",)
 

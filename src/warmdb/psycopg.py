@@ -11,6 +11,10 @@
     with keeper.connection() as conn:                        # reused across invocations
         ...
 
+    with db.pool(host="abc123.dsql.us-east-1.on.aws", open=True) as pool:   # or pool_async()
+        with pool.connection() as conn:                      # psycopg_pool, checked by warmdb
+            ...
+
 Both return psycopg's own connection objects. The arguments are those of
 aurora-dsql-python-connector's ``aurora_dsql_psycopg.connect`` (``conninfo``, ``host``,
 ``user``, ``dbname``/``database``, ``port``, ``region``, ``profile``, ``token_duration_secs``,
@@ -21,9 +25,15 @@ aurora-dsql-python-connector's ``aurora_dsql_psycopg.connect`` (``conninfo``, ``
 from __future__ import annotations
 
 import contextlib
+import functools
+import math
+import random
+import time
+import weakref
 
 import psycopg
 
+from warmdb import events
 from warmdb._connect import (
     ConnectPlan,
     libpq_params,
@@ -31,15 +41,32 @@ from warmdb._connect import (
     open_with_retry_async,
     raise_connect_error,
 )
-from warmdb.warm import AsyncKeeper, Keeper
+from warmdb.errors import ConfigurationError
+from warmdb.policy import _seconds
+from warmdb.warm import (
+    PING,
+    REUSE,
+    AsyncKeeper,
+    Keeper,
+    KeptConnection,
+    checkout_verdict,
+    has_pending_input,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Mapping
+    from typing import Any
+
+    from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
     from warmdb.policy import Policy
 
-__all__ = ["connect", "connect_async", "warm", "warm_async"]
+__all__ = ["connect", "connect_async", "pool", "pool_async", "warm", "warm_async"]
 
 DRIVER = "psycopg"
+#: psycopg_pool's own default for its max_idle (the period of its pool shrinking).
+_PSYCOPG_POOL_MAX_IDLE = 10 * 60.0
 
 
 def connect(
@@ -149,7 +176,7 @@ def warm(
     plan = ConnectPlan(
         conninfo, kwargs, custom_credentials_provider=custom_credentials_provider, policy=policy
     )
-    return Keeper(plan, _KeeperOps(plan, connection_class), driver=DRIVER)
+    return Keeper(plan, _Ops(plan, connection_class), driver=DRIVER)
 
 
 def warm_async(
@@ -168,7 +195,191 @@ def warm_async(
     plan = ConnectPlan(
         conninfo, kwargs, custom_credentials_provider=custom_credentials_provider, policy=policy
     )
-    return AsyncKeeper(plan, _AsyncKeeperOps(plan, connection_class), driver=DRIVER)
+    return AsyncKeeper(plan, _AsyncOps(plan, connection_class), driver=DRIVER)
+
+
+def pool(
+    conninfo: str = "",
+    *,
+    policy: Policy | None = None,
+    min_size: int = 4,
+    max_size: int | None = None,
+    open: bool | None = None,
+    name: str | None = None,
+    timeout: float = 30.0,
+    max_waiting: int = 0,
+    reconnect_timeout: float = 5 * 60.0,
+    reconnect_failed: Callable[[ConnectionPool], None] | None = None,
+    num_workers: int = 3,
+    configure: Callable[[psycopg.Connection], None] | None = None,
+    reset: Callable[[psycopg.Connection], None] | None = None,
+    connection_class: type[psycopg.Connection] = psycopg.Connection,
+    custom_credentials_provider: object | None = None,
+    **kwargs: object,
+) -> ConnectionPool:
+    """Return a :class:`psycopg_pool.ConnectionPool` whose connections warmdb opens and checks.
+
+    Use it as psycopg_pool's own pool::
+
+        with db.pool(host=ENDPOINT, min_size=2, open=True) as pool:
+            with pool.connection() as conn:
+                conn.execute("SELECT 1")
+
+    What warmdb adds: every new connection goes through :func:`connect_plan` (a fresh token,
+    the rate governor, retries, events); connections live ``policy.max_lifetime`` minus the
+    policy's jitter; at checkout a connection is pinged only when idle longer than
+    ``policy.ping_after_idle``, and replaced without a round trip when it is closed, expired,
+    idle longer than ``policy.max_idle`` or its socket became readable (the server closed it).
+    See ``docs/pools.md``.
+
+    :param conninfo: the endpoint, as for :func:`connect`.
+    :param policy: how connections live and connects are retried; the endpoint's preset by
+        default.
+    :param min_size: connections opened at once and kept (default 4).
+    :param max_size: the most connections (default: ``min_size``).
+    :param open: open the pool now (psycopg_pool's default, ``None``, opens it and warns at
+        the first checkout); ``False`` leaves it to ``open()`` or a ``with`` block.
+    :param name: the pool's name in psycopg_pool's logs (default ``pool-N``).
+    :param timeout: seconds a checkout may wait for a connection (default 30).
+    :param max_waiting: checkouts allowed to wait before new ones fail (default 0, no limit).
+    :param reconnect_timeout: seconds psycopg_pool keeps trying to replace a connection it
+        could not open (default 300); each attempt is already retried within
+        ``policy.retry_timeout``.
+    :param reconnect_failed: called with the pool when ``reconnect_timeout`` ran out.
+    :param num_workers: psycopg_pool's background threads (default 3).
+    :param configure: called with each new connection, as in psycopg_pool.
+    :param reset: called with each connection given back, as in psycopg_pool.
+    :param connection_class: the class of the connections (a subclass of
+        :class:`psycopg.Connection`).
+    :param custom_credentials_provider: a botocore ``CredentialProvider`` tried first.
+    :param kwargs: warmdb's endpoint arguments and psycopg's connect arguments, as for
+        :func:`connect`.
+    :raises ConfigurationError: a bad argument, named in the message.
+    """
+    options = _pool_options(
+        kwargs,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=timeout,
+        max_waiting=max_waiting,
+        reconnect_timeout=reconnect_timeout,
+        num_workers=num_workers,
+    )
+    plan = ConnectPlan(
+        conninfo, kwargs, custom_credentials_provider=custom_credentials_provider, policy=policy
+    )
+    return _pool_class(sync=True)(
+        plan,
+        connection_class,
+        open=open,
+        name=name,
+        reconnect_failed=reconnect_failed,
+        configure=configure,
+        reset=reset,
+        **options,
+    )
+
+
+def pool_async(
+    conninfo: str = "",
+    *,
+    policy: Policy | None = None,
+    min_size: int = 4,
+    max_size: int | None = None,
+    open: bool | None = None,
+    name: str | None = None,
+    timeout: float = 30.0,
+    max_waiting: int = 0,
+    reconnect_timeout: float = 5 * 60.0,
+    reconnect_failed: Callable[[AsyncConnectionPool], object] | None = None,
+    num_workers: int = 3,
+    configure: Callable[[psycopg.AsyncConnection], Awaitable[None]] | None = None,
+    reset: Callable[[psycopg.AsyncConnection], Awaitable[None]] | None = None,
+    connection_class: type[psycopg.AsyncConnection] = psycopg.AsyncConnection,
+    custom_credentials_provider: object | None = None,
+    **kwargs: object,
+) -> AsyncConnectionPool:
+    """Return a :class:`psycopg_pool.AsyncConnectionPool`; the arguments are those of
+    :func:`pool`, with async callbacks and connection class.
+
+    As with psycopg_pool, open it in a coroutine: ``async with db.pool_async(...) as pool:``,
+    or ``open=False`` and ``await pool.open()``. A ``password`` callable may return an
+    awaitable.
+    """
+    options = _pool_options(
+        kwargs,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=timeout,
+        max_waiting=max_waiting,
+        reconnect_timeout=reconnect_timeout,
+        num_workers=num_workers,
+    )
+    plan = ConnectPlan(
+        conninfo, kwargs, custom_credentials_provider=custom_credentials_provider, policy=policy
+    )
+    return _pool_class(sync=False)(
+        plan,
+        connection_class,
+        open=open,
+        name=name,
+        reconnect_failed=reconnect_failed,
+        configure=configure,
+        reset=reset,
+        **options,
+    )
+
+
+# psycopg_pool arguments that warmdb sets itself, and what to do instead.
+_POOL_OWNED = {
+    "kwargs": "pass psycopg's connect arguments as keyword arguments of pool() itself",
+    "check": "warmdb checks every connection at checkout; policy.ping_after_idle=0 pings "
+    "at every checkout",
+    "max_lifetime": "set the policy's: policy=DSQL.replace(max_lifetime=...)",
+    "max_idle": "set the policy's: policy=DSQL.replace(max_idle=...)",
+    "close_returns": "not supported: give connections back with putconn() or the "
+    "connection() context manager",
+}
+
+
+def _pool_options(
+    kwargs: Mapping[str, object],
+    *,
+    min_size: object,
+    max_size: object,
+    timeout: object,
+    max_waiting: object,
+    reconnect_timeout: object,
+    num_workers: object,
+) -> dict[str, object]:
+    """Validate psycopg_pool's sizes and durations here, so a mistake is a
+    :class:`~warmdb.ConfigurationError` naming the parameter, not a late driver error."""
+    for key in kwargs:
+        if key in _POOL_OWNED:
+            raise ConfigurationError(f"{key}= is set by warmdb's pool: {_POOL_OWNED[key]}")
+    _check_int("min_size", min_size, minimum=0)
+    _check_int("num_workers", num_workers, minimum=1)
+    _check_int("max_waiting", max_waiting, minimum=0)
+    if max_size is not None:
+        _check_int("max_size", max_size, minimum=max(1, min_size))  # type: ignore[call-overload]
+    elif min_size == 0:
+        raise ConfigurationError("max_size must be given (>= 1) when min_size is 0")
+    seconds = _seconds("timeout", timeout)
+    if not seconds:
+        raise ConfigurationError("timeout must be a number of seconds > 0, not 0")
+    return {
+        "min_size": min_size,
+        "max_size": max_size,
+        "timeout": seconds,
+        "max_waiting": max_waiting,
+        "reconnect_timeout": _seconds("reconnect_timeout", reconnect_timeout),
+        "num_workers": num_workers,
+    }
+
+
+def _check_int(name: str, value: object, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(f"{name} must be an integer >= {minimum}, not {value!r}")
 
 
 def _is_broken_by(conn: psycopg.Connection | psycopg.AsyncConnection, exc: BaseException) -> bool:
@@ -180,8 +391,8 @@ def _is_idle(conn: psycopg.Connection | psycopg.AsyncConnection) -> bool:
     return conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
 
 
-class _KeeperOps:
-    """How a keeper opens, checks and resets psycopg connections."""
+class _Ops:
+    """How keepers and pools open, check, ping, reset and close psycopg connections."""
 
     __slots__ = ("_connection_class", "_plan")
 
@@ -224,8 +435,8 @@ class _KeeperOps:
             conn.close()
 
 
-class _AsyncKeeperOps:
-    """How a keeper opens, checks and resets psycopg async connections."""
+class _AsyncOps:
+    """How keepers and pools open, check, ping, reset and close psycopg async connections."""
 
     __slots__ = ("_connection_class", "_plan")
 
@@ -265,3 +476,211 @@ class _AsyncKeeperOps:
     async def close(conn: psycopg.AsyncConnection) -> None:
         with contextlib.suppress(psycopg.Error):
             await conn.close()
+
+
+class _Recycled(Exception):
+    """Raised by warmdb's check to make psycopg_pool discard a connection (already closed)."""
+
+
+def _connector_class(plan: ConnectPlan, base: type) -> type:
+    """A subclass of *base* whose ``connect`` opens connections through warmdb.
+
+    psycopg_pool opens connections with ``connection_class.connect(conninfo, **kwargs)``;
+    this class ignores the pool's (empty) conninfo and opens a *base* instance for *plan*, so
+    each pooled connection gets a fresh token, the governor, retries and events, and is of the
+    caller's class.
+    """
+    if issubclass(base, psycopg.AsyncConnection):
+
+        async def connect_async(cls: type, conninfo: str = "", **kwargs: object) -> object:
+            return await connect_plan_async(plan, connection_class=base)
+
+        connect: object = classmethod(connect_async)
+    else:
+
+        def connect_sync(cls: type, conninfo: str = "", **kwargs: object) -> object:
+            return connect_plan(plan, connection_class=base)
+
+        connect = classmethod(connect_sync)
+    return type(f"Warmdb{base.__name__}", (base,), {"connect": connect, "__module__": __name__})
+
+
+@functools.cache
+def _pool_class(*, sync: bool) -> type:
+    """warmdb's pool class over psycopg_pool's, built on first use: importing psycopg_pool
+    costs about 4 ms of cold start, which only pool users should pay."""
+    if sync:
+        from psycopg_pool import ConnectionPool
+
+        return type("WarmConnectionPool", (_SyncPool, ConnectionPool), {"__module__": __name__})
+    from psycopg_pool import AsyncConnectionPool
+
+    return type(
+        "WarmAsyncConnectionPool", (_AsyncPool, AsyncConnectionPool), {"__module__": __name__}
+    )
+
+
+class _PoolRecords:
+    """What warmdb adds to psycopg_pool's pools that needs no I/O, for both of them.
+
+    Mixed in before the psycopg_pool class. Each connection has a
+    :class:`~warmdb.warm.KeptConnection` record (opened, expires, last given back), from which
+    :func:`~warmdb.warm.checkout_verdict` decides at checkout.
+    """
+
+    def __init__(self, plan: ConnectPlan, connection_class: type, **options: object) -> None:
+        self._plan = plan
+        # Weak keys: a connection psycopg_pool discards takes its record with it.
+        self._records: weakref.WeakKeyDictionary[object, KeptConnection] = (
+            weakref.WeakKeyDictionary()
+        )
+        policy = plan.policy
+        super().__init__(  # type: ignore[call-arg]
+            "",
+            connection_class=_connector_class(plan, connection_class),
+            check=self._check_out,  # type: ignore[attr-defined]
+            max_lifetime=math.inf if policy.max_lifetime is None else policy.max_lifetime,
+            # psycopg_pool's max_idle is how often it closes one unused connection above
+            # min_size; the policy's, when set, is the natural period for that too.
+            max_idle=_PSYCOPG_POOL_MAX_IDLE if policy.max_idle is None else policy.max_idle,
+            **options,
+        )
+
+    def _set_connection_expiry_date(self, conn: Any) -> None:
+        # psycopg_pool's private hook, called once per new connection (guarded by
+        # tests/unit/test_pools.py). It draws the expiry with its own jitter (0 to 5% off
+        # max_lifetime); one draw with the policy's jitter instead serves both psycopg_pool's
+        # check on return and warmdb's at checkout, so they never disagree.
+        super()._set_connection_expiry_date(conn)  # type: ignore[misc]
+        # Not a secret: the share of jitter.
+        kept = KeptConnection(conn._created_at, self._plan.policy, random.random())  # noqa: S311
+        self._records[conn] = kept
+        conn._expire_at = math.inf if kept.expires_at is None else kept.expires_at
+
+    def _verdict(self, conn: Any) -> tuple[str, str | None]:
+        kept = self._records[conn]
+        return checkout_verdict(
+            kept,
+            time.monotonic(),
+            self._plan.policy,
+            is_closed=conn.closed or conn.broken,
+            has_input=lambda: has_pending_input(conn.fileno()),
+        )
+
+    def _recycle(self, conn: Any, reason: str) -> None:
+        _emit_recycle(self._plan, self._records[conn], reason)
+
+    def _mark_alive(self, conn: Any) -> None:
+        """The connection answered a ping: count its idle time from now."""
+        self._records[conn].last_used = time.monotonic()
+
+    def _given_back(self, conn: Any) -> None:
+        """Record a connection's return; report why psycopg_pool is about to discard it."""
+        kept = self._records.get(conn)
+        if kept is None:
+            return  # not ours: psycopg_pool's putconn() refuses it
+        now = time.monotonic()
+        if conn.closed or conn.broken:
+            _emit_recycle(self._plan, kept, "broken")
+        elif kept.expires_at is not None and now >= kept.expires_at:
+            _emit_recycle(self._plan, kept, "lifetime")
+        else:
+            kept.last_used = now
+
+
+class _SyncPool(_PoolRecords):
+    """warmdb's checks for :class:`psycopg_pool.ConnectionPool`."""
+
+    def _check_out(self, conn: psycopg.Connection) -> None:
+        # psycopg_pool's check= callback, run at every getconn(). Raising makes the pool
+        # discard the connection and hand out another.
+        if not self._is_usable(conn):
+            # Whatever made this one unusable (its lifetime, a server restart, a proxy's idle
+            # timeout) has most likely hit the idle ones opened or used with it: sort them out
+            # now, instead of one per retry of psycopg_pool's check loop, which backs off
+            # 1 s, 2 s... between failed checks.
+            self.check()  # type: ignore[attr-defined]
+            raise _Recycled("connection replaced")
+
+    def check_connection(self, conn: psycopg.Connection) -> None:  # type: ignore[override]
+        """Check one idle connection as warmdb checks at checkout; used by ``pool.check()``.
+
+        :raises Exception: the connection was unusable; it is closed and will be replaced.
+        """
+        if not self._is_usable(conn):
+            raise _Recycled("connection replaced")
+
+    def _is_usable(self, conn: psycopg.Connection) -> bool:
+        verdict, reason = self._verdict(conn)
+        if verdict == REUSE:
+            return True
+        if verdict == PING:
+            try:
+                _Ops.ping(conn)
+            except Exception:
+                reason = "ping-failed"
+            else:
+                self._mark_alive(conn)
+                return True
+        self._recycle(conn, reason or "closed")
+        _Ops.close(conn)
+        return False
+
+    def putconn(self, conn: psycopg.Connection) -> None:
+        """Give a connection back (see :meth:`psycopg_pool.ConnectionPool.putconn`)."""
+        self._given_back(conn)
+        super().putconn(conn)  # type: ignore[misc]
+
+
+class _AsyncPool(_PoolRecords):
+    """warmdb's checks for :class:`psycopg_pool.AsyncConnectionPool`."""
+
+    async def _check_out(self, conn: psycopg.AsyncConnection) -> None:
+        # As _SyncPool._check_out.
+        if not await self._is_usable(conn):
+            await self.check()  # type: ignore[attr-defined]
+            raise _Recycled("connection replaced")
+
+    async def check_connection(self, conn: psycopg.AsyncConnection) -> None:  # type: ignore[override]
+        """Check one idle connection as warmdb checks at checkout; used by ``pool.check()``.
+
+        :raises Exception: the connection was unusable; it is closed and will be replaced.
+        """
+        if not await self._is_usable(conn):
+            raise _Recycled("connection replaced")
+
+    async def _is_usable(self, conn: psycopg.AsyncConnection) -> bool:
+        verdict, reason = self._verdict(conn)
+        if verdict == REUSE:
+            return True
+        if verdict == PING:
+            try:
+                await _AsyncOps.ping(conn)
+            except Exception:
+                reason = "ping-failed"
+            else:
+                self._mark_alive(conn)
+                return True
+        self._recycle(conn, reason or "closed")
+        await _AsyncOps.close(conn)
+        return False
+
+    async def putconn(self, conn: psycopg.AsyncConnection) -> None:
+        """Give a connection back (see :meth:`psycopg_pool.AsyncConnectionPool.putconn`)."""
+        self._given_back(conn)
+        await super().putconn(conn)  # type: ignore[misc]
+
+
+def _emit_recycle(plan: ConnectPlan, kept: KeptConnection, reason: str) -> None:
+    now = time.monotonic()
+    endpoint = plan.endpoint
+    events.emit_recycle(
+        events.RecycleEvent(
+            driver=DRIVER,
+            host=endpoint.host,
+            port=endpoint.port,
+            reason=reason,
+            age=now - kept.opened_at,
+            idle=now - kept.last_used,
+        )
+    )

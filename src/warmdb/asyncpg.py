@@ -35,7 +35,6 @@ import asyncio
 import contextlib
 import functools
 import os
-import random
 import socket
 import ssl
 import time
@@ -44,10 +43,10 @@ import weakref
 import asyncpg
 import asyncpg.pool
 
-from warmdb import events
+from warmdb._arguments import check_count, check_seconds
 from warmdb._connect import ConnectPlan, open_with_retry_async, raise_connect_error
 from warmdb.errors import ConfigurationError
-from warmdb.policy import _seconds
+from warmdb.policy import random_fraction
 from warmdb.warm import (
     PING,
     REUSE,
@@ -55,6 +54,7 @@ from warmdb.warm import (
     KeptConnection,
     checkout_verdict,
     has_pending_input,
+    report_recycle,
 )
 
 TYPE_CHECKING = False
@@ -258,9 +258,9 @@ def create_pool(
     for key in kwargs:
         if key in _POOL_OWNED:
             raise ConfigurationError(f"{key}= is set by warmdb's pool: {_POOL_OWNED[key]}")
-    _check_int("min_size", min_size, minimum=0)
-    _check_int("max_size", max_size, minimum=max(1, min_size))
-    _check_int("max_queries", max_queries, minimum=1)
+    check_count("min_size", min_size, minimum=0)
+    check_count("max_size", max_size, minimum=max(1, min_size))
+    check_count("max_queries", max_queries, minimum=1)
     plan = ConnectPlan(
         dsn,
         {**kwargs, "connection_class": connection_class, "record_class": record_class},
@@ -270,7 +270,7 @@ def create_pool(
     if max_inactive_connection_lifetime is None:
         idle = plan.policy.max_idle
         max_inactive_connection_lifetime = _ASYNCPG_MAX_INACTIVE if idle is None else idle
-    inactive = _seconds("max_inactive_connection_lifetime", max_inactive_connection_lifetime)
+    inactive = check_seconds("max_inactive_connection_lifetime", max_inactive_connection_lifetime)
     return WarmPool(
         plan,
         setup=setup,
@@ -293,11 +293,6 @@ _POOL_OWNED = {
 }
 #: asyncpg's default for max_inactive_connection_lifetime.
 _ASYNCPG_MAX_INACTIVE = 300.0
-
-
-def _check_int(name: str, value: object, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigurationError(f"{name} must be an integer >= {minimum}, not {value!r}")
 
 
 class WarmPool(asyncpg.pool.Pool):
@@ -340,7 +335,7 @@ class WarmPool(asyncpg.pool.Pool):
         # are already in the plan.
         conn = await connect_plan(self._plan)
         # Not a secret: the share of jitter.
-        kept = KeptConnection(time.monotonic(), self._plan.policy, random.random())  # noqa: S311
+        kept = KeptConnection(time.monotonic(), self._plan.policy, random_fraction())
         self._records[conn] = kept
         if kept.expires_at is not None:
             asyncio.get_running_loop().call_later(
@@ -352,7 +347,7 @@ class WarmPool(asyncpg.pool.Pool):
         conn = ref()
         if conn is None or conn.is_closed() or conn in self._in_use:
             return  # gone already, or checked out: judged at release or the next acquire
-        _emit_recycle(self._plan, self._records[conn], "lifetime")
+        report_recycle(self._plan, DRIVER, self._records[conn], "lifetime", time.monotonic())
         # No round trip from a timer: terminate() closes the socket at once, and asyncpg
         # frees the slot (and reopens it in the background while below min_size).
         conn.terminate()
@@ -378,9 +373,11 @@ class WarmPool(asyncpg.pool.Pool):
             return
         kept.last_used = time.monotonic()
         if conn.is_closed():
-            _emit_recycle(self._plan, kept, "broken")  # asyncpg frees the slot
+            report_recycle(
+                self._plan, DRIVER, kept, "broken", time.monotonic()
+            )  # asyncpg frees the slot
         elif self._is_expired(kept):
-            _emit_recycle(self._plan, kept, "lifetime")
+            report_recycle(self._plan, DRIVER, kept, "lifetime", time.monotonic())
             # Closing frees the slot, which makes asyncpg's release a no-op.
             await _Ops.close(conn)
         try:
@@ -443,7 +440,7 @@ class WarmPool(asyncpg.pool.Pool):
             else:
                 kept.last_used = time.monotonic()
                 return True
-        _emit_recycle(self._plan, kept, reason or "closed")
+        report_recycle(self._plan, DRIVER, kept, reason or "closed", time.monotonic())
         if reason in ("lifetime", "idle"):
             await _Ops.close(conn)  # a healthy connection: say goodbye to the server
         else:
@@ -492,21 +489,6 @@ async def _within(
         await awaitable
     else:
         await asyncio.wait_for(awaitable, _remaining(loop, deadline))
-
-
-def _emit_recycle(plan: ConnectPlan, kept: KeptConnection, reason: str) -> None:
-    now = time.monotonic()
-    endpoint = plan.endpoint
-    events.emit_recycle(
-        events.RecycleEvent(
-            driver=DRIVER,
-            host=endpoint.host,
-            port=endpoint.port,
-            reason=reason,
-            age=now - kept.opened_at,
-            idle=now - kept.last_used,
-        )
-    )
 
 
 def _abandon(conn: asyncpg.Connection) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 
+from warmdb._arguments import check_seconds
 from warmdb.errors import ConfigurationError
 
 __all__ = ["DEFAULT", "DSQL", "RDS", "RDS_PROXY", "Policy", "policy_for", "random_fraction"]
@@ -88,19 +89,18 @@ class Policy:
         backoff_initial: float = 0.05,
         backoff_max: float = 2.0,
     ) -> None:
-        set_field = object.__setattr__
-        set_field(self, "max_lifetime", _seconds("max_lifetime", max_lifetime, optional=True))
-        set_field(self, "lifetime_jitter", _fraction("lifetime_jitter", lifetime_jitter))
-        set_field(self, "max_idle", _seconds("max_idle", max_idle, optional=True))
-        set_field(
-            self, "ping_after_idle", _seconds("ping_after_idle", ping_after_idle, optional=True)
-        )
-        set_field(
-            self, "connect_timeout", _seconds("connect_timeout", connect_timeout, optional=True)
-        )
-        set_field(self, "retry_timeout", _seconds("retry_timeout", retry_timeout))
-        set_field(self, "backoff_initial", _seconds("backoff_initial", backoff_initial))
-        set_field(self, "backoff_max", _seconds("backoff_max", backoff_max))
+        values = {
+            "max_lifetime": check_seconds("max_lifetime", max_lifetime, optional=True),
+            "lifetime_jitter": _fraction("lifetime_jitter", lifetime_jitter),
+            "max_idle": check_seconds("max_idle", max_idle, optional=True),
+            "ping_after_idle": check_seconds("ping_after_idle", ping_after_idle, optional=True),
+            "connect_timeout": check_seconds("connect_timeout", connect_timeout, optional=True),
+            "retry_timeout": check_seconds("retry_timeout", retry_timeout),
+            "backoff_initial": check_seconds("backoff_initial", backoff_initial),
+            "backoff_max": check_seconds("backoff_max", backoff_max),
+        }
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
         if self.max_lifetime == 0:
             raise ConfigurationError("max_lifetime must be positive or None, not 0")
         if self.connect_timeout == 0:
@@ -142,19 +142,8 @@ class Policy:
         return tuple(getattr(self, name) for name in _FIELDS)
 
 
-def _seconds(name: str, value: object, *, optional: bool = False) -> float | None:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        expected = "a number of seconds or None" if optional else "a number of seconds"
-        raise ConfigurationError(f"{name} must be {expected}, not {value!r}")
-    if not value >= 0 or value == float("inf"):  # also refuses NaN
-        raise ConfigurationError(f"{name} must be a finite number of seconds >= 0, not {value}")
-    return float(value)
-
-
 def _fraction(name: str, value: object) -> float:
-    seconds = _seconds(name, value)
+    seconds = check_seconds(name, value)
     assert seconds is not None
     if seconds >= 0.5:
         raise ConfigurationError(f"{name} must be a fraction in [0, 0.5), not {value}")

@@ -27,13 +27,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import random
 import time
 import weakref
 
 import psycopg
 
-from warmdb import events
+from warmdb._arguments import check_count, check_seconds
 from warmdb._connect import (
     ConnectPlan,
     libpq_params,
@@ -42,7 +41,7 @@ from warmdb._connect import (
     raise_connect_error,
 )
 from warmdb.errors import ConfigurationError
-from warmdb.policy import _seconds
+from warmdb.policy import random_fraction
 from warmdb.warm import (
     PING,
     REUSE,
@@ -51,6 +50,7 @@ from warmdb.warm import (
     KeptConnection,
     checkout_verdict,
     has_pending_input,
+    report_recycle,
 )
 
 TYPE_CHECKING = False
@@ -357,14 +357,14 @@ def _pool_options(
     for key in kwargs:
         if key in _POOL_OWNED:
             raise ConfigurationError(f"{key}= is set by warmdb's pool: {_POOL_OWNED[key]}")
-    _check_int("min_size", min_size, minimum=0)
-    _check_int("num_workers", num_workers, minimum=1)
-    _check_int("max_waiting", max_waiting, minimum=0)
+    check_count("min_size", min_size, minimum=0)
+    check_count("num_workers", num_workers, minimum=1)
+    check_count("max_waiting", max_waiting, minimum=0)
     if max_size is not None:
-        _check_int("max_size", max_size, minimum=max(1, min_size))  # type: ignore[call-overload]
+        check_count("max_size", max_size, minimum=max(1, min_size))  # type: ignore[call-overload]
     elif min_size == 0:
         raise ConfigurationError("max_size must be given (>= 1) when min_size is 0")
-    seconds = _seconds("timeout", timeout)
+    seconds = check_seconds("timeout", timeout)
     if not seconds:
         raise ConfigurationError("timeout must be a number of seconds > 0, not 0")
     return {
@@ -372,14 +372,9 @@ def _pool_options(
         "max_size": max_size,
         "timeout": seconds,
         "max_waiting": max_waiting,
-        "reconnect_timeout": _seconds("reconnect_timeout", reconnect_timeout),
+        "reconnect_timeout": check_seconds("reconnect_timeout", reconnect_timeout),
         "num_workers": num_workers,
     }
-
-
-def _check_int(name: str, value: object, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigurationError(f"{name} must be an integer >= {minimum}, not {value!r}")
 
 
 def _is_broken_by(conn: psycopg.Connection | psycopg.AsyncConnection, exc: BaseException) -> bool:
@@ -553,7 +548,7 @@ class _PoolRecords:
         # check on return and warmdb's at checkout, so they never disagree.
         super()._set_connection_expiry_date(conn)  # type: ignore[misc]
         # Not a secret: the share of jitter.
-        kept = KeptConnection(conn._created_at, self._plan.policy, random.random())  # noqa: S311
+        kept = KeptConnection(conn._created_at, self._plan.policy, random_fraction())
         self._records[conn] = kept
         conn._expire_at = math.inf if kept.expires_at is None else kept.expires_at
 
@@ -568,7 +563,7 @@ class _PoolRecords:
         )
 
     def _recycle(self, conn: Any, reason: str) -> None:
-        _emit_recycle(self._plan, self._records[conn], reason)
+        report_recycle(self._plan, DRIVER, self._records[conn], reason, time.monotonic())
 
     def _mark_alive(self, conn: Any) -> None:
         """The connection answered a ping: count its idle time from now."""
@@ -581,9 +576,9 @@ class _PoolRecords:
             return  # not ours: psycopg_pool's putconn() refuses it
         now = time.monotonic()
         if conn.closed or conn.broken:
-            _emit_recycle(self._plan, kept, "broken")
+            report_recycle(self._plan, DRIVER, kept, "broken", time.monotonic())
         elif kept.expires_at is not None and now >= kept.expires_at:
-            _emit_recycle(self._plan, kept, "lifetime")
+            report_recycle(self._plan, DRIVER, kept, "lifetime", time.monotonic())
         else:
             kept.last_used = now
 
@@ -669,18 +664,3 @@ class _AsyncPool(_PoolRecords):
         """Give a connection back (see :meth:`psycopg_pool.AsyncConnectionPool.putconn`)."""
         self._given_back(conn)
         await super().putconn(conn)  # type: ignore[misc]
-
-
-def _emit_recycle(plan: ConnectPlan, kept: KeptConnection, reason: str) -> None:
-    now = time.monotonic()
-    endpoint = plan.endpoint
-    events.emit_recycle(
-        events.RecycleEvent(
-            driver=DRIVER,
-            host=endpoint.host,
-            port=endpoint.port,
-            reason=reason,
-            age=now - kept.opened_at,
-            idle=now - kept.last_used,
-        )
-    )

@@ -29,6 +29,7 @@ import threading
 import psycopg2
 import psycopg2.extensions
 
+from warmdb._arguments import check_count, check_seconds
 from warmdb._connect import ConnectPlan, libpq_params, open_with_retry, raise_connect_error
 from warmdb.errors import ConfigurationError, PoolTimeout, WarmdbError
 from warmdb.warm import Keeper
@@ -173,16 +174,16 @@ def pool(
         from sqlalchemy.exc import TimeoutError as PoolTimeoutError
         from sqlalchemy.pool import QueuePool
 
-        from warmdb.sqlalchemy import _check_int, _check_seconds, watch_pool
+        from warmdb.sqlalchemy import watch_pool
     except ModuleNotFoundError as exc:
         # Imported here, not at the top: warmdb.psycopg2 alone must not pay for SQLAlchemy.
         raise ConfigurationError(
             "warmdb.psycopg2.pool() is built on SQLAlchemy's pool: "
             "pip install 'warmdb[psycopg2,sqlalchemy]'"
         ) from exc
-    _check_int("min_size", min_size, minimum=1)
-    _check_int("max_size", max_size, minimum=min_size)
-    _check_seconds("timeout", timeout)
+    check_count("min_size", min_size, minimum=1)
+    check_count("max_size", max_size, minimum=min_size)
+    check_seconds("timeout", timeout, positive=True)
     plan = ConnectPlan(
         dsn, kwargs, custom_credentials_provider=custom_credentials_provider, policy=policy
     )

@@ -43,7 +43,6 @@ The same checks guard :func:`warmdb.psycopg2.pool`, built on SQLAlchemy's ``Queu
 from __future__ import annotations
 
 import importlib
-import random
 import time
 
 import sqlalchemy
@@ -52,11 +51,19 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import Pool, QueuePool
 
-from warmdb import events
+from warmdb._arguments import check_count, check_seconds
 from warmdb._connect import ConnectPlan
 from warmdb.endpoint import ENDPOINT_KEYS
 from warmdb.errors import ConfigurationError
-from warmdb.warm import PING, REUSE, KeptConnection, checkout_verdict, has_pending_input
+from warmdb.policy import random_fraction as policy_random_fraction
+from warmdb.warm import (
+    PING,
+    REUSE,
+    KeptConnection,
+    checkout_verdict,
+    has_pending_input,
+    report_recycle,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -257,9 +264,11 @@ class _EngineSetup:
         # The URL names only the dialect: every connect argument is in the plan.
         engine_kwargs["connect_args"] = adapter_args
         pool_args = {
-            "pool_size": _check_int("pool_size", pool_size, minimum=0),
-            "max_overflow": _check_int("max_overflow", max_overflow, minimum=-1),
-            "pool_timeout": _check_seconds("pool_timeout", pool_timeout),
+            "pool_size": _optional_count("pool_size", pool_size, minimum=0),
+            "max_overflow": _optional_count("max_overflow", max_overflow, minimum=-1),
+            "pool_timeout": check_seconds(
+                "pool_timeout", pool_timeout, optional=True, positive=True
+            ),
         }
         pool_args = {k: v for k, v in pool_args.items() if v is not None}
         if poolclass is not None:
@@ -402,24 +411,8 @@ def _probes(driver: str) -> tuple[Callable[[Any], bool], Callable[[Any], int]]:
     return (lambda conn: conn.closed), (lambda conn: conn.fileno())
 
 
-def _check_int(name: str, value: object, *, minimum: int) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigurationError(f"{name} must be an integer >= {minimum}, not {value!r}")
-    return value
-
-
-def _check_seconds(name: str, value: object) -> float | None:
-    if value is None:
-        return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not 0 < value < float("inf")
-    ):
-        raise ConfigurationError(f"{name} must be a positive number of seconds, not {value!r}")
-    return float(value)
+def _optional_count(name: str, value: object, *, minimum: int) -> int | None:
+    return None if value is None else check_count(name, value, minimum=minimum)
 
 
 def watch_pool(
@@ -431,7 +424,7 @@ def watch_pool(
     fileno: Callable[[Any], int],
     ping: Callable[[Any], object],
     clock: Callable[[], float] = time.monotonic,
-    random_fraction: Callable[[], float] = random.random,
+    random_fraction: Callable[[], float] = policy_random_fraction,
 ) -> None:
     """Apply warmdb's checkout checks to a SQLAlchemy *pool*, through its events.
 
@@ -520,15 +513,4 @@ class _CheckoutCheck:
             self._report(kept, "broken")
 
     def _report(self, kept: KeptConnection, reason: str) -> None:
-        now = self._clock()
-        endpoint = self._plan.endpoint
-        events.emit_recycle(
-            events.RecycleEvent(
-                driver=self._driver,
-                host=endpoint.host,
-                port=endpoint.port,
-                reason=reason,
-                age=now - kept.opened_at,
-                idle=now - kept.last_used,
-            )
-        )
+        report_recycle(self._plan, self._driver, kept, reason, self._clock())

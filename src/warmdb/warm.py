@@ -92,6 +92,7 @@ __all__ = [
     "KeptConnection",
     "checkout_verdict",
     "has_pending_input",
+    "report_recycle",
 ]
 
 REUSE = "reuse"
@@ -164,6 +165,23 @@ def has_pending_input(fileno: int) -> bool:
     return bool(poller.poll(0))
 
 
+def report_recycle(
+    plan: ConnectPlan, driver: str, kept: KeptConnection, reason: str, now: float
+) -> None:
+    """Report that a kept or pooled connection is being replaced (see :mod:`warmdb.events`)."""
+    endpoint = plan.endpoint
+    events.emit_recycle(
+        events.RecycleEvent(
+            driver=driver,
+            host=endpoint.host,
+            port=endpoint.port,
+            reason=reason,
+            age=now - kept.opened_at,
+            idle=now - kept.last_used,
+        )
+    )
+
+
 class _KeeperBase(_Base):
     """State and reporting shared by :class:`Keeper` and :class:`AsyncKeeper`."""
 
@@ -204,18 +222,7 @@ class _KeeperBase(_Base):
         conn, kept = self._conn, self._kept
         self._conn = self._kept = None
         if kept is not None:
-            now = self._clock()
-            endpoint = self.plan.endpoint
-            events.emit_recycle(
-                events.RecycleEvent(
-                    driver=self.driver,
-                    host=endpoint.host,
-                    port=endpoint.port,
-                    reason=reason,
-                    age=now - kept.opened_at,
-                    idle=now - kept.last_used,
-                )
-            )
+            report_recycle(self.plan, self.driver, kept, reason, self._clock())
         return conn
 
     def _keep(self, conn: C) -> None:

@@ -178,5 +178,6 @@ def test_the_governor_keeps_a_burst_under_the_servers_limit(monkeypatch):
         for thread in threads:
             thread.join()
         assert failures == []
+        wait_until_closed(dsql)
         assert dsql.stats.accepted == 100
         assert dsql.stats.rejected.get("rate", 0) == 0

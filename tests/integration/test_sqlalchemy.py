@@ -14,7 +14,7 @@ from sqlalchemy import JSON, text
 from sqlalchemy.pool import NullPool
 
 import warmdb
-from tests.integration.lifecycle import run_long_job, run_long_job_async
+from tests.integration.lifecycle import TOKEN_SECONDS, run_long_job, run_long_job_async
 from warmdb import events
 from warmdb._connect import TOKEN_CACHE
 from warmdb.emulator.postgres import EmbeddedPostgres
@@ -185,9 +185,9 @@ def test_each_connect_sends_a_fresh_enough_token(scaled_dsql, scaled_dsql_kwargs
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-        # Tokens live 1 s, are reused for three quarters of it, and carry a signing time in
-        # whole seconds: a second later the next connect must send a new one.
-        time.sleep(1.1)
+        # Tokens are reused for three quarters of their life, counted from the whole second
+        # they are dated: after that the next connect must send a new one.
+        time.sleep(TOKEN_SECONDS * 0.75 + 0.1)
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     finally:

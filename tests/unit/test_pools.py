@@ -123,7 +123,7 @@ class FakeConnection:
 def test_expiry_uses_the_policy_jitter(kind, monkeypatch):
     policy = Policy(max_lifetime=100.0, lifetime_jitter=0.4)
     pool = MAKERS[kind](policy=policy)
-    monkeypatch.setattr(warmdb.psycopg.random, "random", lambda: 0.5)
+    monkeypatch.setattr(warmdb.psycopg, "random_fraction", lambda: 0.5)
     conn = FakeConnection()
     pool._set_connection_expiry_date(conn)
     # psycopg_pool's own draw would be at most 5% off; the policy's is 0.4 * 0.5 = 20% off.

@@ -36,20 +36,27 @@ def scaled_dsql():
         yield dsql
 
 
-@pytest.fixture
-def scaled_dsql_kwargs(scaled_dsql, monkeypatch) -> dict[str, object]:
-    """warmdb connect arguments for :func:`scaled_dsql`, with its credentials in the env."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", scaled_dsql.credentials.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", scaled_dsql.credentials.secret_key)
+def warmdb_kwargs(dsql: Emulator, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """warmdb connect arguments for *dsql* (verified TLS), with its credentials in the env."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", dsql.credentials.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", dsql.credentials.secret_key)
     return {
         "host": "127.0.0.1",
-        "port": scaled_dsql.port,
+        "port": dsql.port,
         "auth": "dsql",
-        "region": scaled_dsql.region,
+        "region": dsql.region,
         "user": "admin",
         "dbname": "postgres",
         "sslmode": "verify-full",
-        "sslrootcert": str(scaled_dsql.ca_path),
+        "sslrootcert": str(dsql.ca_path),
+    }
+
+
+@pytest.fixture
+def scaled_dsql_kwargs(scaled_dsql, monkeypatch) -> dict[str, object]:
+    """warmdb connect arguments for :func:`scaled_dsql`: short tokens, the scaled policy."""
+    return {
+        **warmdb_kwargs(scaled_dsql, monkeypatch),
         "token_duration_secs": TOKEN_SECONDS,
         "policy": SCALED_POLICY,
     }

@@ -11,6 +11,7 @@ import pytest
 
 import warmdb
 import warmdb.psycopg
+from tests.integration.lifecycle import warmdb_kwargs
 from warmdb import events
 from warmdb.emulator.limits import Limits
 from warmdb.emulator.postgres import free_port
@@ -24,19 +25,6 @@ def fresh_counts():
     yield
     events.reset_counts()
     warmdb.limit_connect_rate(None)
-
-
-def emulator_kwargs(dsql: Emulator, monkeypatch) -> dict[str, object]:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", dsql.credentials.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", dsql.credentials.secret_key)
-    return {
-        "host": "127.0.0.1",
-        "port": dsql.port,
-        "auth": "dsql",
-        "region": dsql.region,
-        "sslmode": "verify-full",
-        "sslrootcert": str(dsql.ca_path),
-    }
 
 
 def test_refused_connects_are_retried_until_the_deadline(aws_credentials):
@@ -58,7 +46,10 @@ def test_a_refused_token_is_retried_once_with_a_fresh_one(monkeypatch):
     # Tokens last 4 s for warmdb's cache (reused for 3 s) but 2 s for the server, so the
     # cache hands out a token the server calls expired: the retry must sign a new one.
     with Emulator(token_time_scale=2) as dsql:
-        kwargs = {**emulator_kwargs(dsql, monkeypatch), "token_duration_secs": 4}
+        kwargs = {**warmdb_kwargs(dsql, monkeypatch), "token_duration_secs": 4}
+        # Sign early in a second (tokens are dated in whole seconds), so that 2.2 s later the
+        # server's 2 s have passed and the cache's 3 s have not.
+        time.sleep(1.05 - time.time() % 1)
         with warmdb.psycopg.connect(**kwargs):
             pass
         time.sleep(2.2)
@@ -71,7 +62,7 @@ def test_a_refused_token_is_retried_once_with_a_fresh_one(monkeypatch):
 
 def test_an_auth_failure_that_persists_is_raised_after_one_retry(monkeypatch):
     with Emulator() as dsql:
-        kwargs = emulator_kwargs(dsql, monkeypatch)
+        kwargs = warmdb_kwargs(dsql, monkeypatch)
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-emulators-secret-key-at-all")
         with pytest.raises(warmdb.AuthenticationError) as caught:
             warmdb.psycopg.connect(**kwargs)
@@ -134,7 +125,7 @@ def busiest_second(times: list[float]) -> int:
 def test_spike_of_500_connects_against_the_rate_limit(monkeypatch, capsys):
     limits = Limits(connection_rate=RATE, connection_burst=BURST)
     with Emulator(limits=limits) as dsql:
-        kwargs = emulator_kwargs(dsql, monkeypatch)
+        kwargs = warmdb_kwargs(dsql, monkeypatch)
         waits, admitted, errors = spike(kwargs)
         wait_until_closed(dsql)
         stats = dsql.stats
@@ -160,7 +151,7 @@ def test_the_governor_keeps_a_burst_under_the_servers_limit(monkeypatch):
     limits = Limits(connection_rate=RATE, connection_burst=BURST)
     warmdb.limit_connect_rate(RATE * 0.8, burst=BURST // 2)
     with Emulator(limits=limits) as dsql:
-        kwargs = emulator_kwargs(dsql, monkeypatch)
+        kwargs = warmdb_kwargs(dsql, monkeypatch)
         barrier = threading.Barrier(20)
         failures: list[BaseException] = []
 

@@ -16,7 +16,12 @@ import warmdb
 import warmdb.asyncpg
 import warmdb.psycopg
 import warmdb.psycopg2
-from tests.integration.lifecycle import SERVER_LIFETIME, run_long_job, run_long_job_async
+from tests.integration.lifecycle import (
+    SERVER_LIFETIME,
+    run_long_job,
+    run_long_job_async,
+    warmdb_kwargs,
+)
 from warmdb import events
 from warmdb.policy import DSQL
 
@@ -129,16 +134,7 @@ ALL_FRONTS = sorted(SYNC_WARM) + sorted(ASYNC_WARM)
 @pytest.fixture
 def dsql_kwargs(dsql_emulator, monkeypatch) -> dict[str, object]:
     """warmdb arguments for the session's emulator (DSQL's real limits)."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", dsql_emulator.credentials.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", dsql_emulator.credentials.secret_key)
-    return {
-        "host": "127.0.0.1",
-        "port": dsql_emulator.port,
-        "auth": "dsql",
-        "region": dsql_emulator.region,
-        "sslmode": "verify-full",
-        "sslrootcert": str(dsql_emulator.ca_path),
-    }
+    return warmdb_kwargs(dsql_emulator, monkeypatch)
 
 
 @pytest.fixture

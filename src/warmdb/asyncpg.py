@@ -48,12 +48,9 @@ from warmdb._connect import ConnectPlan, open_with_retry_async, raise_connect_er
 from warmdb.errors import ConfigurationError
 from warmdb.policy import random_fraction
 from warmdb.warm import (
-    PING,
-    REUSE,
     AsyncKeeper,
     KeptConnection,
-    checkout_verdict,
-    has_pending_input,
+    judge_async,
     report_recycle,
 )
 
@@ -423,24 +420,18 @@ class WarmPool(asyncpg.pool.Pool):
         """Whether *conn* may be handed out; if not, it is closed and asyncpg reconnects its
         slot (in the background up to ``min_size``, else at the next acquire)."""
         kept = self._records[conn]
-        verdict, reason = checkout_verdict(
+        reason = await judge_async(
             kept,
             time.monotonic(),
             self._plan.policy,
-            is_closed=conn.is_closed(),
-            has_input=lambda: has_pending_input(_Ops.fileno(conn)),
+            conn,
+            is_closed=_Ops.is_closed,
+            fileno=_Ops.fileno,
+            ping=lambda conn: _within(_Ops.ping(conn), loop, deadline),
         )
-        if verdict == REUSE:
+        if reason is None:
             return True
-        if verdict == PING:
-            try:
-                await _within(_Ops.ping(conn), loop, deadline)
-            except Exception:
-                reason = "ping-failed"
-            else:
-                kept.last_used = time.monotonic()
-                return True
-        report_recycle(self._plan, DRIVER, kept, reason or "closed", time.monotonic())
+        report_recycle(self._plan, DRIVER, kept, reason, time.monotonic())
         if reason in ("lifetime", "idle"):
             await _Ops.close(conn)  # a healthy connection: say goodbye to the server
         else:

@@ -43,13 +43,11 @@ from warmdb._connect import (
 from warmdb.errors import ConfigurationError
 from warmdb.policy import random_fraction
 from warmdb.warm import (
-    PING,
-    REUSE,
     AsyncKeeper,
     Keeper,
     KeptConnection,
-    checkout_verdict,
-    has_pending_input,
+    judge,
+    judge_async,
     report_recycle,
 )
 
@@ -256,27 +254,24 @@ def pool(
         :func:`connect`.
     :raises ConfigurationError: a bad argument, named in the message.
     """
-    options = _pool_options(
-        kwargs,
+    return _make_pool(
+        sync=True,
+        conninfo=conninfo,
+        kwargs=kwargs,
+        policy=policy,
+        custom_credentials_provider=custom_credentials_provider,
+        connection_class=connection_class,
         min_size=min_size,
         max_size=max_size,
         timeout=timeout,
         max_waiting=max_waiting,
         reconnect_timeout=reconnect_timeout,
         num_workers=num_workers,
-    )
-    plan = ConnectPlan(
-        conninfo, kwargs, custom_credentials_provider=custom_credentials_provider, policy=policy
-    )
-    return _pool_class(sync=True)(
-        plan,
-        connection_class,
         open=open,
         name=name,
         reconnect_failed=reconnect_failed,
         configure=configure,
         reset=reset,
-        **options,
     )
 
 
@@ -306,6 +301,44 @@ def pool_async(
     or ``open=False`` and ``await pool.open()``. A ``password`` callable may return an
     awaitable.
     """
+    return _make_pool(
+        sync=False,
+        conninfo=conninfo,
+        kwargs=kwargs,
+        policy=policy,
+        custom_credentials_provider=custom_credentials_provider,
+        connection_class=connection_class,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=timeout,
+        max_waiting=max_waiting,
+        reconnect_timeout=reconnect_timeout,
+        num_workers=num_workers,
+        open=open,
+        name=name,
+        reconnect_failed=reconnect_failed,
+        configure=configure,
+        reset=reset,
+    )
+
+
+def _make_pool(
+    *,
+    sync: bool,
+    conninfo: str,
+    kwargs: dict[str, object],
+    policy: Policy | None,
+    custom_credentials_provider: object | None,
+    connection_class: type,
+    min_size: int,
+    max_size: int | None,
+    timeout: float,
+    max_waiting: int,
+    reconnect_timeout: float,
+    num_workers: int,
+    **callbacks: object,
+) -> Any:
+    """What :func:`pool` and :func:`pool_async` do: check, resolve, build the pool."""
     options = _pool_options(
         kwargs,
         min_size=min_size,
@@ -318,16 +351,7 @@ def pool_async(
     plan = ConnectPlan(
         conninfo, kwargs, custom_credentials_provider=custom_credentials_provider, policy=policy
     )
-    return _pool_class(sync=False)(
-        plan,
-        connection_class,
-        open=open,
-        name=name,
-        reconnect_failed=reconnect_failed,
-        configure=configure,
-        reset=reset,
-        **options,
-    )
+    return _pool_class(sync=sync)(plan, connection_class, **callbacks, **options)
 
 
 # psycopg_pool arguments that warmdb sets itself, and what to do instead.
@@ -382,6 +406,10 @@ def _is_broken_by(conn: psycopg.Connection | psycopg.AsyncConnection, exc: BaseE
     return conn.broken or (isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None)
 
 
+def _is_closed(conn: psycopg.Connection | psycopg.AsyncConnection) -> bool:
+    return conn.closed or conn.broken
+
+
 def _is_idle(conn: psycopg.Connection | psycopg.AsyncConnection) -> bool:
     return conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
 
@@ -398,9 +426,7 @@ class _Ops:
     def open(self) -> psycopg.Connection:
         return connect_plan(self._plan, connection_class=self._connection_class)
 
-    @staticmethod
-    def is_closed(conn: psycopg.Connection) -> bool:
-        return conn.closed
+    is_closed = staticmethod(_is_closed)
 
     @staticmethod
     def fileno(conn: psycopg.Connection) -> int:
@@ -442,9 +468,7 @@ class _AsyncOps:
     async def open(self) -> psycopg.AsyncConnection:
         return await connect_plan_async(self._plan, connection_class=self._connection_class)
 
-    @staticmethod
-    def is_closed(conn: psycopg.AsyncConnection) -> bool:
-        return conn.closed
+    is_closed = staticmethod(_is_closed)
 
     @staticmethod
     def fileno(conn: psycopg.AsyncConnection) -> int:
@@ -552,22 +576,8 @@ class _PoolRecords:
         self._records[conn] = kept
         conn._expire_at = math.inf if kept.expires_at is None else kept.expires_at
 
-    def _verdict(self, conn: Any) -> tuple[str, str | None]:
-        kept = self._records[conn]
-        return checkout_verdict(
-            kept,
-            time.monotonic(),
-            self._plan.policy,
-            is_closed=conn.closed or conn.broken,
-            has_input=lambda: has_pending_input(conn.fileno()),
-        )
-
     def _recycle(self, conn: Any, reason: str) -> None:
         report_recycle(self._plan, DRIVER, self._records[conn], reason, time.monotonic())
-
-    def _mark_alive(self, conn: Any) -> None:
-        """The connection answered a ping: count its idle time from now."""
-        self._records[conn].last_used = time.monotonic()
 
     def _given_back(self, conn: Any) -> None:
         """Record a connection's return; report why psycopg_pool is about to discard it."""
@@ -575,10 +585,10 @@ class _PoolRecords:
         if kept is None:
             return  # not ours: psycopg_pool's putconn() refuses it
         now = time.monotonic()
-        if conn.closed or conn.broken:
-            report_recycle(self._plan, DRIVER, kept, "broken", time.monotonic())
+        if _is_closed(conn):
+            report_recycle(self._plan, DRIVER, kept, "broken", now)
         elif kept.expires_at is not None and now >= kept.expires_at:
-            report_recycle(self._plan, DRIVER, kept, "lifetime", time.monotonic())
+            report_recycle(self._plan, DRIVER, kept, "lifetime", now)
         else:
             kept.last_used = now
 
@@ -606,18 +616,18 @@ class _SyncPool(_PoolRecords):
             raise _Recycled("connection replaced")
 
     def _is_usable(self, conn: psycopg.Connection) -> bool:
-        verdict, reason = self._verdict(conn)
-        if verdict == REUSE:
+        reason = judge(
+            self._records[conn],
+            time.monotonic(),
+            self._plan.policy,
+            conn,
+            is_closed=_is_closed,
+            fileno=_Ops.fileno,
+            ping=_Ops.ping,
+        )
+        if reason is None:
             return True
-        if verdict == PING:
-            try:
-                _Ops.ping(conn)
-            except Exception:
-                reason = "ping-failed"
-            else:
-                self._mark_alive(conn)
-                return True
-        self._recycle(conn, reason or "closed")
+        self._recycle(conn, reason)
         _Ops.close(conn)
         return False
 
@@ -645,18 +655,18 @@ class _AsyncPool(_PoolRecords):
             raise _Recycled("connection replaced")
 
     async def _is_usable(self, conn: psycopg.AsyncConnection) -> bool:
-        verdict, reason = self._verdict(conn)
-        if verdict == REUSE:
+        reason = await judge_async(
+            self._records[conn],
+            time.monotonic(),
+            self._plan.policy,
+            conn,
+            is_closed=_is_closed,
+            fileno=_AsyncOps.fileno,
+            ping=_AsyncOps.ping,
+        )
+        if reason is None:
             return True
-        if verdict == PING:
-            try:
-                await _AsyncOps.ping(conn)
-            except Exception:
-                reason = "ping-failed"
-            else:
-                self._mark_alive(conn)
-                return True
-        self._recycle(conn, reason or "closed")
+        self._recycle(conn, reason)
         await _AsyncOps.close(conn)
         return False
 

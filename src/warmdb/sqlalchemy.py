@@ -57,11 +57,8 @@ from warmdb.endpoint import ENDPOINT_KEYS
 from warmdb.errors import ConfigurationError
 from warmdb.policy import random_fraction as policy_random_fraction
 from warmdb.warm import (
-    PING,
-    REUSE,
     KeptConnection,
-    checkout_verdict,
-    has_pending_input,
+    judge,
     report_recycle,
 )
 
@@ -152,12 +149,7 @@ def create_engine(
         echo=echo,
         kwargs=kwargs,
     )
-    try:
-        engine = sqlalchemy.create_engine(setup.url, **setup.engine_kwargs)
-    except (sqlalchemy.exc.ArgumentError, TypeError) as exc:
-        # SQLAlchemy's refusal of an option (TypeError: "Invalid argument(s) 'x' sent to
-        # create_engine()") names it; keep one exception tree.
-        raise ConfigurationError(str(exc)) from exc
+    engine = setup.build(sqlalchemy.create_engine)
     setup.install(engine)
     return engine
 
@@ -202,12 +194,7 @@ def create_async_engine(
         echo=echo,
         kwargs=kwargs,
     )
-    try:
-        engine = sa_create_async_engine(setup.url, **setup.engine_kwargs)
-    except (sqlalchemy.exc.ArgumentError, TypeError) as exc:
-        # SQLAlchemy's refusal of an option (TypeError: "Invalid argument(s) 'x' sent to
-        # create_engine()") names it; keep one exception tree.
-        raise ConfigurationError(str(exc)) from exc
+    engine = setup.build(sa_create_async_engine)
     setup.install(engine.sync_engine)
     return engine
 
@@ -293,6 +280,15 @@ class _EngineSetup:
                 if self.driver == "asyncpg"
                 else self.module.connect_plan_async
             )
+
+    def build(self, factory: Callable[..., Any]) -> Any:
+        """Call SQLAlchemy's engine *factory* with the sorted arguments."""
+        try:
+            return factory(self.url, **self.engine_kwargs)
+        except (sqlalchemy.exc.ArgumentError, TypeError) as exc:
+            # SQLAlchemy's refusal of an option (TypeError: "Invalid argument(s) 'x' sent to
+            # create_engine()") names it; keep one exception tree.
+            raise ConfigurationError(str(exc)) from exc
 
     def install(self, engine: Engine) -> None:
         """Register the connect and checkout hooks on a new (sync) engine."""
@@ -477,25 +473,20 @@ class _CheckoutCheck:
         self, dbapi_connection: object, record: ConnectionPoolEntry, proxy: object
     ) -> None:
         kept: KeptConnection = record.info[_INFO_KEY]
-        conn = record.driver_connection
-        verdict, reason = checkout_verdict(
+        # The checks look at the driver's connection; the ping goes through the pool's.
+        reason = judge(
             kept,
             self._clock(),
             self._plan.policy,
-            is_closed=self._is_closed(conn),
-            has_input=lambda: has_pending_input(self._fileno(conn)),
+            record.driver_connection,
+            is_closed=self._is_closed,
+            fileno=self._fileno,
+            ping=lambda _driver_connection: self._ping(dbapi_connection),
         )
-        if verdict == REUSE:
+        if reason is None:
             return
-        if verdict == PING:
-            try:
-                self._ping(dbapi_connection)
-            except Exception:
-                reason = "ping-failed"
-            else:
-                return
         del record.info[_INFO_KEY]  # reported here, not again by on_invalidate
-        self._report(kept, reason or "closed")
+        self._report(kept, reason)
         # The pool invalidates (closes) this connection, opens a new one and checks it again.
         raise sqlalchemy.exc.DisconnectionError(f"warmdb: replacing the connection ({reason})")
 

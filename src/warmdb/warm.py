@@ -92,6 +92,8 @@ __all__ = [
     "KeptConnection",
     "checkout_verdict",
     "has_pending_input",
+    "judge",
+    "judge_async",
     "report_recycle",
 ]
 
@@ -165,6 +167,70 @@ def has_pending_input(fileno: int) -> bool:
     return bool(poller.poll(0))
 
 
+def judge(
+    kept: KeptConnection,
+    now: float,
+    policy: Policy,
+    conn: C,
+    *,
+    is_closed: Callable[[C], bool],
+    fileno: Callable[[C], int],
+    ping: Callable[[C], object],
+) -> str | None:
+    """Apply :func:`checkout_verdict` to *conn*, pinging it when due.
+
+    :returns: ``None`` when the connection may be handed out, else why it must be replaced
+        (``"ping-failed"`` when the ping raised).
+    """
+    verdict, reason = checkout_verdict(
+        kept,
+        now,
+        policy,
+        is_closed=is_closed(conn),
+        has_input=lambda: has_pending_input(fileno(conn)),
+    )
+    if verdict == REUSE:
+        return None
+    if verdict == PING:
+        try:
+            ping(conn)
+        except Exception:
+            return "ping-failed"
+        kept.last_used = now  # it answered: idle from now
+        return None
+    return reason
+
+
+async def judge_async(
+    kept: KeptConnection,
+    now: float,
+    policy: Policy,
+    conn: C,
+    *,
+    is_closed: Callable[[C], bool],
+    fileno: Callable[[C], int],
+    ping: Callable[[C], Awaitable[object]],
+) -> str | None:
+    """:func:`judge` with an async *ping*."""
+    verdict, reason = checkout_verdict(
+        kept,
+        now,
+        policy,
+        is_closed=is_closed(conn),
+        has_input=lambda: has_pending_input(fileno(conn)),
+    )
+    if verdict == REUSE:
+        return None
+    if verdict == PING:
+        try:
+            await ping(conn)
+        except Exception:
+            return "ping-failed"
+        kept.last_used = now
+        return None
+    return reason
+
+
 def report_recycle(
     plan: ConnectPlan, driver: str, kept: KeptConnection, reason: str, now: float
 ) -> None:
@@ -205,17 +271,6 @@ class _KeeperBase(_Base):
     def is_connected(self) -> bool:
         """Whether a connection is kept (it is checked only at the next checkout)."""
         return self._conn is not None
-
-    def _verdict(self, conn: C, ops: SyncOps[C] | AsyncOps[C]) -> tuple[str, str | None]:
-        assert self._kept is not None
-        closed = ops.is_closed(conn)
-        return checkout_verdict(
-            self._kept,
-            self._clock(),
-            self.policy,
-            is_closed=closed,
-            has_input=lambda: has_pending_input(ops.fileno(conn)),
-        )
 
     def _forget(self, reason: str) -> C | None:
         """Drop the kept connection from the record, report why; return it for closing."""
@@ -290,17 +345,19 @@ class Keeper(_KeeperBase):
         ops = self._ops
         conn = self._conn
         if conn is not None:
-            verdict, reason = self._verdict(conn, ops)
-            if verdict == REUSE:
+            assert self._kept is not None
+            reason = judge(
+                self._kept,
+                self._clock(),
+                self.policy,
+                conn,
+                is_closed=ops.is_closed,
+                fileno=ops.fileno,
+                ping=ops.ping,
+            )
+            if reason is None:
                 return conn
-            if verdict == PING:
-                try:
-                    ops.ping(conn)
-                except Exception:
-                    reason = "ping-failed"
-                else:
-                    return conn
-            ops.close(self._forget(reason or "closed"))  # type: ignore[arg-type]
+            ops.close(self._forget(reason))  # type: ignore[arg-type]
         conn = ops.open()
         self._keep(conn)
         return conn
@@ -420,17 +477,19 @@ class AsyncKeeper(_KeeperBase):
         ops = self._ops
         conn = self._conn
         if conn is not None:
-            verdict, reason = self._verdict(conn, ops)
-            if verdict == REUSE:
+            assert self._kept is not None
+            reason = await judge_async(
+                self._kept,
+                self._clock(),
+                self.policy,
+                conn,
+                is_closed=ops.is_closed,
+                fileno=ops.fileno,
+                ping=ops.ping,
+            )
+            if reason is None:
                 return conn
-            if verdict == PING:
-                try:
-                    await ops.ping(conn)
-                except Exception:
-                    reason = "ping-failed"
-                else:
-                    return conn
-            await ops.close(self._forget(reason or "closed"))  # type: ignore[arg-type]
+            await ops.close(self._forget(reason))  # type: ignore[arg-type]
         conn = await ops.open()
         self._keep(conn)
         return conn

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import pytest
 
 from warmdb.policy import Policy
-from warmdb.warm import PING, REPLACE, REUSE, KeptConnection, checkout_verdict, has_pending_input
+from warmdb.warm import (
+    PING,
+    REPLACE,
+    REUSE,
+    KeptConnection,
+    checkout_verdict,
+    has_pending_input,
+    judge,
+    judge_async,
+)
 
 POLICY = Policy(max_lifetime=100.0, lifetime_jitter=0.1, max_idle=50.0, ping_after_idle=10.0)
 
@@ -91,3 +101,54 @@ def test_pending_input_on_real_sockets():
         assert has_pending_input(ours.fileno())
     finally:
         ours.close()
+
+
+def never_called(conn) -> int:
+    raise AssertionError("not due")
+
+
+@pytest.fixture
+def quiet_fd():
+    """The descriptor of a healthy idle connection: a socket with nothing to read."""
+    ours, theirs = socket.socketpair()
+    yield ours.fileno()
+    ours.close()
+    theirs.close()
+
+
+def checks(fd: int) -> dict[str, object]:
+    return {"is_closed": lambda conn: False, "fileno": lambda conn: fd}
+
+
+def test_judge_reuses_without_pinging(quiet_fd):
+    record = kept(last_used=5.0)
+    assert judge(record, 6.0, POLICY, "conn", **checks(quiet_fd), ping=never_called) is None
+
+
+def test_judge_pings_when_due_and_counts_idle_from_then(quiet_fd):
+    record = kept(last_used=5.0)
+    pinged: list[str] = []
+    assert judge(record, 20.0, POLICY, "conn", **checks(quiet_fd), ping=pinged.append) is None
+    assert (pinged, record.last_used) == (["conn"], 20.0)
+
+
+def test_judge_reports_a_failed_ping_and_replace_reasons(quiet_fd):
+    def dead(conn) -> None:
+        raise OSError("gone")
+
+    record = kept(last_used=5.0)
+    assert judge(record, 20.0, POLICY, "c", **checks(quiet_fd), ping=dead) == "ping-failed"
+    assert judge(record, 100.0, POLICY, "c", **checks(quiet_fd), ping=never_called) == "lifetime"
+    assert record.last_used == 5.0
+
+
+def test_judge_async_awaits_the_ping(quiet_fd):
+    record = kept(last_used=5.0)
+    pinged: list[str] = []
+
+    async def ping(conn) -> None:
+        pinged.append(conn)
+
+    judged = judge_async(record, 20.0, POLICY, "conn", **checks(quiet_fd), ping=ping)
+    assert asyncio.run(judged) is None
+    assert pinged == ["conn"]

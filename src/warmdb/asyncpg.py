@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import math
 import os
 import socket
 import ssl
@@ -334,7 +335,7 @@ class WarmPool(asyncpg.pool.Pool):
         # Not a secret: the share of jitter.
         kept = KeptConnection(time.monotonic(), self._plan.policy, random_fraction())
         self._records[conn] = kept
-        if kept.expires_at is not None:
+        if kept.expires_at != math.inf:
             asyncio.get_running_loop().call_later(
                 kept.expires_at - time.monotonic(), self._retire_if_idle, weakref.ref(conn)
             )
@@ -368,15 +369,14 @@ class WarmPool(asyncpg.pool.Pool):
         if kept is None:  # not from this pool, or released already: asyncpg's answer
             await super().release(connection, timeout=timeout)
             return
-        kept.last_used = time.monotonic()
-        if conn.is_closed():
-            report_recycle(
-                self._plan, DRIVER, kept, "broken", time.monotonic()
-            )  # asyncpg frees the slot
-        elif self._is_expired(kept):
-            report_recycle(self._plan, DRIVER, kept, "lifetime", time.monotonic())
-            # Closing frees the slot, which makes asyncpg's release a no-op.
-            await _Ops.close(conn)
+        now = time.monotonic()
+        reason = kept.given_back(now, closed=conn.is_closed())
+        if reason is not None:
+            report_recycle(self._plan, DRIVER, kept, reason, now)
+            if reason == "lifetime":
+                # Closing frees the slot, which makes asyncpg's release a no-op. (A closed
+                # connection's slot asyncpg frees itself.)
+                await _Ops.close(conn)
         try:
             await super().release(connection, timeout=timeout)
         finally:
@@ -388,7 +388,7 @@ class WarmPool(asyncpg.pool.Pool):
 
     @staticmethod
     def _is_expired(kept: KeptConnection) -> bool:
-        return kept.expires_at is not None and time.monotonic() >= kept.expires_at
+        return time.monotonic() >= kept.expires_at
 
     async def _acquire_usable(self, timeout: float | None) -> PoolConnectionProxy:
         """Acquire connections until one passes warmdb's check (and the caller's setup)."""

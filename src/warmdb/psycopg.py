@@ -28,7 +28,6 @@ import contextlib
 import functools
 import math
 import time
-import weakref
 
 import psycopg
 
@@ -65,6 +64,9 @@ __all__ = ["connect", "connect_async", "pool", "pool_async", "warm", "warm_async
 DRIVER = "psycopg"
 #: psycopg_pool's own default for its max_idle (the period of its pool shrinking).
 _PSYCOPG_POOL_MAX_IDLE = 10 * 60.0
+# libpq's CONNECTION_BAD as a plain int: comparing pgconn.status to the IntEnum member costs
+# 50 ns more, at every pool checkout and return.
+_CONNECTION_BAD = int(psycopg.pq.ConnStatus.BAD)
 
 
 def connect(
@@ -407,7 +409,8 @@ def _is_broken_by(conn: psycopg.Connection | psycopg.AsyncConnection, exc: BaseE
 
 
 def _is_closed(conn: psycopg.Connection | psycopg.AsyncConnection) -> bool:
-    return conn.closed or conn.broken
+    # What conn.closed answers (a broken connection is closed too), a property call cheaper.
+    return conn.pgconn.status == _CONNECTION_BAD
 
 
 def _is_idle(conn: psycopg.Connection | psycopg.AsyncConnection) -> bool:
@@ -542,18 +545,16 @@ def _pool_class(*, sync: bool) -> type:
 class _PoolRecords:
     """What warmdb adds to psycopg_pool's pools that needs no I/O, for both of them.
 
-    Mixed in before the psycopg_pool class. Each connection has a
-    :class:`~warmdb.warm.KeptConnection` record (opened, expires, last given back), from which
-    :func:`~warmdb.warm.checkout_verdict` decides at checkout.
+    Mixed in before the psycopg_pool class. Each connection carries a
+    :class:`~warmdb.warm.KeptConnection` record (opened, expires, last given back) in the
+    attribute ``_warmdb_kept``, as psycopg_pool keeps its own ``_expire_at`` on it (an
+    attribute is read in 30 ns, a weak-keyed dictionary in 100), and
+    :func:`~warmdb.warm.judge` decides from it at checkout.
     """
 
     def __init__(self, plan: ConnectPlan, connection_class: type, **options: object) -> None:
         self._plan = plan
-        # Weak keys: a connection psycopg_pool discards takes its record with it.
-        self._records: weakref.WeakKeyDictionary[object, KeptConnection] = (
-            weakref.WeakKeyDictionary()
-        )
-        policy = plan.policy
+        self._policy = policy = plan.policy
         super().__init__(  # type: ignore[call-arg]
             "",
             connection_class=_connector_class(plan, connection_class),
@@ -572,64 +573,58 @@ class _PoolRecords:
         # check on return and warmdb's at checkout, so they never disagree.
         super()._set_connection_expiry_date(conn)  # type: ignore[misc]
         # Not a secret: the share of jitter.
-        kept = KeptConnection(conn._created_at, self._plan.policy, random_fraction())
-        self._records[conn] = kept
-        conn._expire_at = math.inf if kept.expires_at is None else kept.expires_at
+        kept = KeptConnection(conn._created_at, self._policy, random_fraction())
+        conn._warmdb_kept = kept
+        conn._expire_at = kept.expires_at
 
     def _recycle(self, conn: Any, reason: str) -> None:
-        report_recycle(self._plan, DRIVER, self._records[conn], reason, time.monotonic())
+        report_recycle(self._plan, DRIVER, conn._warmdb_kept, reason, time.monotonic())
 
     def _given_back(self, conn: Any) -> None:
         """Record a connection's return; report why psycopg_pool is about to discard it."""
-        kept = self._records.get(conn)
+        kept: KeptConnection | None = getattr(conn, "_warmdb_kept", None)
         if kept is None:
             return  # not ours: psycopg_pool's putconn() refuses it
         now = time.monotonic()
-        if _is_closed(conn):
-            report_recycle(self._plan, DRIVER, kept, "broken", now)
-        elif kept.expires_at is not None and now >= kept.expires_at:
-            report_recycle(self._plan, DRIVER, kept, "lifetime", now)
-        else:
-            kept.last_used = now
+        # _is_closed(conn), inline: this runs at every return.
+        reason = kept.given_back(now, closed=conn.pgconn.status == _CONNECTION_BAD)
+        if reason is not None:
+            report_recycle(self._plan, DRIVER, kept, reason, now)
 
 
 class _SyncPool(_PoolRecords):
     """warmdb's checks for :class:`psycopg_pool.ConnectionPool`."""
 
-    def _check_out(self, conn: psycopg.Connection) -> None:
+    def _check_out(self, conn: psycopg.Connection, *, sweep: bool = True) -> None:
         # psycopg_pool's check= callback, run at every getconn(). Raising makes the pool
         # discard the connection and hand out another.
-        if not self._is_usable(conn):
-            # Whatever made this one unusable (its lifetime, a server restart, a proxy's idle
-            # timeout) has most likely hit the idle ones opened or used with it: sort them out
-            # now, instead of one per retry of psycopg_pool's check loop, which backs off
-            # 1 s, 2 s... between failed checks.
-            self.check()  # type: ignore[attr-defined]
-            raise _Recycled("connection replaced")
-
-    def check_connection(self, conn: psycopg.Connection) -> None:  # type: ignore[override]
-        """Check one idle connection as warmdb checks at checkout; used by ``pool.check()``.
-
-        :raises Exception: the connection was unusable; it is closed and will be replaced.
-        """
-        if not self._is_usable(conn):
-            raise _Recycled("connection replaced")
-
-    def _is_usable(self, conn: psycopg.Connection) -> bool:
         reason = judge(
-            self._records[conn],
+            conn._warmdb_kept,  # type: ignore[attr-defined]
             time.monotonic(),
-            self._plan.policy,
+            self._policy,
             conn,
             is_closed=_is_closed,
             fileno=_Ops.fileno,
             ping=_Ops.ping,
         )
         if reason is None:
-            return True
+            return
         self._recycle(conn, reason)
         _Ops.close(conn)
-        return False
+        if sweep:
+            # Whatever made this one unusable (its lifetime, a server restart, a proxy's idle
+            # timeout) has most likely hit the idle ones opened or used with it: sort them out
+            # now, instead of one per retry of psycopg_pool's check loop, which backs off
+            # 1 s, 2 s... between failed checks.
+            self.check()  # type: ignore[attr-defined]
+        raise _Recycled("connection replaced")
+
+    def check_connection(self, conn: psycopg.Connection) -> None:  # type: ignore[override]
+        """Check one idle connection as warmdb checks at checkout; used by ``pool.check()``.
+
+        :raises Exception: the connection was unusable; it is closed and will be replaced.
+        """
+        self._check_out(conn, sweep=False)
 
     def putconn(self, conn: psycopg.Connection) -> None:
         """Give a connection back (see :meth:`psycopg_pool.ConnectionPool.putconn`)."""
@@ -640,35 +635,31 @@ class _SyncPool(_PoolRecords):
 class _AsyncPool(_PoolRecords):
     """warmdb's checks for :class:`psycopg_pool.AsyncConnectionPool`."""
 
-    async def _check_out(self, conn: psycopg.AsyncConnection) -> None:
+    async def _check_out(self, conn: psycopg.AsyncConnection, *, sweep: bool = True) -> None:
         # As _SyncPool._check_out.
-        if not await self._is_usable(conn):
-            await self.check()  # type: ignore[attr-defined]
-            raise _Recycled("connection replaced")
-
-    async def check_connection(self, conn: psycopg.AsyncConnection) -> None:  # type: ignore[override]
-        """Check one idle connection as warmdb checks at checkout; used by ``pool.check()``.
-
-        :raises Exception: the connection was unusable; it is closed and will be replaced.
-        """
-        if not await self._is_usable(conn):
-            raise _Recycled("connection replaced")
-
-    async def _is_usable(self, conn: psycopg.AsyncConnection) -> bool:
         reason = await judge_async(
-            self._records[conn],
+            conn._warmdb_kept,  # type: ignore[attr-defined]
             time.monotonic(),
-            self._plan.policy,
+            self._policy,
             conn,
             is_closed=_is_closed,
             fileno=_AsyncOps.fileno,
             ping=_AsyncOps.ping,
         )
         if reason is None:
-            return True
+            return
         self._recycle(conn, reason)
         await _AsyncOps.close(conn)
-        return False
+        if sweep:
+            await self.check()  # type: ignore[attr-defined]
+        raise _Recycled("connection replaced")
+
+    async def check_connection(self, conn: psycopg.AsyncConnection) -> None:  # type: ignore[override]
+        """Check one idle connection as warmdb checks at checkout; used by ``pool.check()``.
+
+        :raises Exception: the connection was unusable; it is closed and will be replaced.
+        """
+        await self._check_out(conn, sweep=False)
 
     async def putconn(self, conn: psycopg.AsyncConnection) -> None:
         """Give a connection back (see :meth:`psycopg_pool.AsyncConnectionPool.putconn`)."""

@@ -24,6 +24,7 @@ argument of
 from __future__ import annotations
 
 import threading
+import time
 
 import psycopg2
 import psycopg2.extensions
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 
     from warmdb.policy import Policy
+    from warmdb.sqlalchemy import PoolCheck
+    from warmdb.warm import KeptConnection
 
 __all__ = ["ConnectionPool", "connect", "pool", "warm"]
 
@@ -195,11 +198,18 @@ def pool(
         use_lifo=True,
         reset_on_return="rollback",
     )
-    watch_pool(
-        queue_pool, plan, driver=DRIVER, is_closed=ops.is_closed, fileno=ops.fileno, ping=ops.ping
+    check = watch_pool(
+        queue_pool,
+        plan,
+        driver=DRIVER,
+        is_closed=ops.is_closed,
+        fileno=ops.fileno,
+        ping=ops.ping,
+        checkout_events=False,  # ConnectionPool runs the checks itself
     )
     return ConnectionPool(
         queue_pool,
+        check,
         plan,
         min_size=min_size,
         max_size=max_size,
@@ -235,6 +245,7 @@ class ConnectionPool:
     def __init__(
         self,
         queue_pool: QueuePool,
+        check: PoolCheck,
         plan: ConnectPlan,
         *,
         min_size: int,
@@ -246,11 +257,12 @@ class ConnectionPool:
         self.max_size = max_size
         self.timeout = timeout
         self._pool = queue_pool
+        self._check = check
         self._plan = plan
         self._timeout_error = timeout_error
         self._lock = threading.Lock()
         # getconn() hands out the bare connection; putconn() needs SQLAlchemy's handle back.
-        self._handed_out: dict[int, PoolProxiedConnection] = {}
+        self._handed_out: dict[int, _PoolCheckout] = {}
         self._closed = False
 
     @property
@@ -279,11 +291,11 @@ class ConnectionPool:
         :raises PoolTimeout: no connection was free within *timeout*.
         :raises WarmdbError: the pool is closed.
         """
-        handle = self._checkout()
-        conn = handle.dbapi_connection
+        checkout = _PoolCheckout(self)
+        conn = checkout.__enter__()
         with self._lock:
-            self._handed_out[id(conn)] = handle
-        return conn  # type: ignore[return-value]
+            self._handed_out[id(conn)] = checkout
+        return conn
 
     def putconn(self, conn: psycopg2.extensions.connection, *, close: bool = False) -> None:
         """Give back a connection from :meth:`getconn`; ``close=True`` discards it.
@@ -291,10 +303,13 @@ class ConnectionPool:
         :raises WarmdbError: *conn* is not checked out from this pool.
         """
         with self._lock:
-            handle = self._handed_out.pop(id(conn), None)
-        if handle is None:
+            checkout = self._handed_out.pop(id(conn), None)
+        if checkout is None:
             raise WarmdbError("putconn: this connection is not checked out from this pool")
-        self._release(handle, discard=close)
+        if close:
+            checkout.discard()
+        else:
+            checkout.__exit__(None, None, None)
 
     def close(self) -> None:
         """Close the idle connections; those checked out are closed when they come back."""
@@ -307,28 +322,6 @@ class ConnectionPool:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _checkout(self) -> PoolProxiedConnection:
-        if self._closed:
-            raise WarmdbError("the pool is closed")
-        try:
-            return self._pool.connect()
-        except self._timeout_error as exc:
-            raise PoolTimeout(
-                f"no connection free within timeout={self.timeout} s: "
-                f"all max_size={self.max_size} are checked out"
-            ) from exc
-
-    def _release(self, handle: PoolProxiedConnection, *, discard: bool) -> None:
-        conn = handle.dbapi_connection
-        if discard or _Ops.is_closed(conn):
-            # Reported as a "broken" recycle; SQLAlchemy closes it and frees its slot.
-            handle.invalidate()
-        elif self._closed:
-            handle.detach()
-            _Ops.close(conn)
-        else:
-            handle.close()  # back to the pool: rolled back if a transaction is open
-
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{self.checked_out} checked out"
         return (
@@ -338,23 +331,60 @@ class ConnectionPool:
 
 
 class _PoolCheckout:
-    """The context manager :meth:`ConnectionPool.connection` returns (lighter than a generator)."""
+    """One checkout of a :class:`ConnectionPool`: the context manager that
+    :meth:`~ConnectionPool.connection` returns (lighter than a generator), also behind
+    :meth:`~ConnectionPool.getconn` and :meth:`~ConnectionPool.putconn`."""
 
-    __slots__ = ("_handle", "_pool")
+    __slots__ = ("_handle", "_kept", "_pool")
+
+    _handle: PoolProxiedConnection  # SQLAlchemy's, once entered
+    _kept: KeptConnection
 
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
-        self._handle: PoolProxiedConnection | None = None
 
     def __enter__(self) -> psycopg2.extensions.connection:
-        self._handle = self._pool._checkout()
-        return self._handle.dbapi_connection  # type: ignore[return-value]
+        pool = self._pool
+        if pool._closed:
+            raise WarmdbError("the pool is closed")
+        check = pool._check
+        while True:
+            try:
+                handle = pool._pool.connect()
+            except pool._timeout_error as exc:
+                raise PoolTimeout(
+                    f"no connection free within timeout={pool.timeout} s: "
+                    f"all max_size={pool.max_size} are checked out"
+                ) from exc
+            conn = handle.dbapi_connection
+            # The entry's info dict: handle.info is the same dict, but its memoizing property
+            # costs 300 ns on each new handle, a third of warmdb's overhead per checkout
+            # (guarded by tests/unit/test_pools.py).
+            kept = check.checked_out(handle._connection_record.info, conn)  # type: ignore[attr-defined]
+            if kept is not None:
+                self._handle = handle
+                self._kept = kept
+                return conn  # type: ignore[return-value]
+            # Closes it and gives its slot back; the next connect() opens a new connection in
+            # it (LIFO: the same slot) or hands out the next idle one, checked in turn.
+            handle.invalidate()
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        handle, self._handle = self._handle, None
-        assert handle is not None
-        broken = exc is not None and _Ops.is_broken_by(handle.dbapi_connection, exc)
-        self._pool._release(handle, discard=broken)
+        # Back to the pool, or discarded when closed or broken by the caller's exception.
+        handle = self._handle
+        conn = handle.dbapi_connection
+        if conn.closed or (exc is not None and _Ops.is_broken_by(conn, exc)):
+            self.discard()
+        elif self._pool._closed:
+            handle.detach()
+            _Ops.close(conn)
+        else:
+            self._kept.last_used = time.monotonic()
+            handle.close()  # back to the pool: rolled back if a transaction is open
+
+    def discard(self) -> None:
+        """Close the connection instead of returning it (reported as a "broken" recycle)."""
+        self._handle.invalidate()  # SQLAlchemy closes it and frees its slot
 
 
 class _Ops:

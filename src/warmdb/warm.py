@@ -17,7 +17,8 @@ and async fronts) whether to hand the connection out as it is, ping it first, or
 - replaced without a round trip when it is closed, older than the policy's lifetime (with
   jitter), idle longer than ``max_idle``, or when its socket has become readable while idle,
   which means the server closed it or sent a termination notice (a Lambda environment frozen
-  past DSQL's 60-minute limit wakes up to exactly that);
+  past DSQL's 60-minute limit wakes up to exactly that). Keepers poll the socket at every
+  checkout; pools and engines only once a connection has been idle ``poll_after_idle``;
 - pinged first only when it has been idle longer than ``ping_after_idle``, so back-to-back
   invocations pay nothing; a failed ping replaces it;
 - otherwise handed out as it is.
@@ -100,6 +101,7 @@ __all__ = [
 REUSE = "reuse"
 PING = "ping"
 REPLACE = "replace"
+_NEVER = float("inf")
 
 
 class KeptConnection:
@@ -108,6 +110,9 @@ class KeptConnection:
     :param opened_at: monotonic time of the connect.
     :param policy: gives the lifetime and its jitter.
     :param random_fraction: a float in [0, 1) choosing this connection's share of the jitter.
+
+    :ivar expires_at: monotonic time the lifetime ends; infinity when it has no limit.
+    :ivar last_used: monotonic time it was opened, last given back or last answered a ping.
     """
 
     __slots__ = ("expires_at", "last_used", "opened_at")
@@ -117,10 +122,23 @@ class KeptConnection:
         self.last_used = opened_at
         lifetime = policy.max_lifetime
         self.expires_at = (
-            None
+            _NEVER
             if lifetime is None
             else opened_at + lifetime * (1.0 - policy.lifetime_jitter * random_fraction)
         )
+
+    def given_back(self, now: float, *, closed: bool) -> str | None:
+        """Record that a pool got the connection back at *now*.
+
+        :returns: ``None``, or why the pool must discard it instead of keeping it:
+            ``"broken"`` (closed while checked out) or ``"lifetime"`` (expired meanwhile).
+        """
+        if closed:
+            return "broken"
+        if now >= self.expires_at:
+            return "lifetime"
+        self.last_used = now
+        return None
 
 
 def checkout_verdict(
@@ -138,18 +156,22 @@ def checkout_verdict(
     :param policy: lifetime, idle and ping settings.
     :param is_closed: whether the driver already knows the connection is closed.
     :param has_input: tells whether the idle connection's socket is readable; called only
-        when the cheaper checks have not decided.
+        when the connection has been idle ``policy.poll_after_idle`` and the cheaper checks
+        have not decided.
     :returns: ``(REUSE, None)``, ``(PING, None)`` or ``(REPLACE, reason)`` with a
         :class:`~warmdb.events.RecycleEvent` reason.
     """
     if is_closed:
         return REPLACE, "closed"
-    if kept.expires_at is not None and now >= kept.expires_at:
+    if now >= kept.expires_at:
         return REPLACE, "lifetime"
     idle = now - kept.last_used
+    if idle < policy.first_idle_check:
+        return REUSE, None  # the hot path: no idle check is due yet
     if policy.max_idle is not None and idle >= policy.max_idle:
         return REPLACE, "idle"
-    if has_input():
+    poll_after = policy.poll_after_idle
+    if poll_after is not None and idle >= poll_after and has_input():
         return REPLACE, "readable"
     if policy.ping_after_idle is not None and idle >= policy.ping_after_idle:
         return PING, None
@@ -182,6 +204,10 @@ def judge(
     :returns: ``None`` when the connection may be handed out, else why it must be replaced
         (``"ping-failed"`` when the ping raised).
     """
+    if now < kept.expires_at and now - kept.last_used < policy.first_idle_check:
+        # checkout_verdict's answer while nothing is due, without its call and closure: the
+        # hot path of every pool checkout.
+        return "closed" if is_closed(conn) else None
     verdict, reason = checkout_verdict(
         kept,
         now,
@@ -212,6 +238,8 @@ async def judge_async(
     ping: Callable[[C], Awaitable[object]],
 ) -> str | None:
     """:func:`judge` with an async *ping*."""
+    if now < kept.expires_at and now - kept.last_used < policy.first_idle_check:
+        return "closed" if is_closed(conn) else None
     verdict, reason = checkout_verdict(
         kept,
         now,
@@ -260,12 +288,21 @@ class _KeeperBase(_Base):
         random_fraction: Callable[[], float],
     ) -> None:
         self.plan = plan
-        self.policy: Policy = plan.policy
+        # A keeper is checked out once per invocation, next to milliseconds of fixed cost: it
+        # polls the socket at every checkout, whatever poll_after_idle (a window that spares
+        # pools' hot checkouts), so a backend ended between two invocations, however close,
+        # is never handed out.
+        self._checkout_policy = plan.policy.replace(poll_after_idle=0)
         self.driver = driver
         self._clock = clock
         self._random = random_fraction
         self._conn: C | None = None
         self._kept: KeptConnection | None = None
+
+    @property
+    def policy(self) -> Policy:
+        """The :class:`~warmdb.policy.Policy` the keeper applies (its plan's)."""
+        return self.plan.policy
 
     @property
     def is_connected(self) -> bool:
@@ -349,7 +386,7 @@ class Keeper(_KeeperBase):
             reason = judge(
                 self._kept,
                 self._clock(),
-                self.policy,
+                self._checkout_policy,
                 conn,
                 is_closed=ops.is_closed,
                 fileno=ops.fileno,
@@ -481,7 +518,7 @@ class AsyncKeeper(_KeeperBase):
             reason = await judge_async(
                 self._kept,
                 self._clock(),
-                self.policy,
+                self._checkout_policy,
                 conn,
                 is_closed=ops.is_closed,
                 fileno=ops.fileno,

@@ -128,13 +128,23 @@ def test_long_job(kind, scaled_dsql, scaled_dsql_kwargs):
     asyncio.run(main())
 
 
+@pytest.mark.parametrize("poll_after_idle", [SCALED_POLICY.poll_after_idle, 0])
 @pytest.mark.parametrize("kind", POOLS)
-def test_backend_killed_between_checkouts(kind, scaled_dsql, scaled_dsql_kwargs, recorder):
+def test_backend_killed_between_checkouts(
+    kind, poll_after_idle, scaled_dsql, scaled_dsql_kwargs, recorder
+):
+    """The socket is polled once the connection has been idle poll_after_idle (the default
+    0.5 s, like HikariCP's bypass window), or at every checkout with 0."""
+    policy = SCALED_POLICY.replace(poll_after_idle=poll_after_idle)
+    kwargs = {**scaled_dsql_kwargs, "policy": policy, "min_size": 1, "max_size": 1}
+
     async def main() -> None:
-        async with PoolFace(kind, {**scaled_dsql_kwargs, "min_size": 1, "max_size": 1}) as face:
+        async with PoolFace(kind, kwargs) as face:
             first = await face.pid()
+            given_back = time.monotonic()
             terminate_backend(scaled_dsql, first)
             wait_for_open_connections(scaled_dsql, 0)
+            time.sleep(max(0.0, given_back + poll_after_idle - time.monotonic()))
             second = await face.pid()  # no error: the dead connection was replaced
             assert second != first
             assert await face.pid() == second

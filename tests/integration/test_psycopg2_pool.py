@@ -14,7 +14,7 @@ import pytest
 
 import warmdb
 import warmdb.psycopg2
-from tests.integration.lifecycle import run_long_job
+from tests.integration.lifecycle import SCALED_POLICY, run_long_job
 from warmdb import events
 
 PID = "SELECT pg_backend_pid()"
@@ -58,7 +58,9 @@ def test_backend_killed_between_checkouts_is_replaced(pool, scaled_dsql):
         first = pid_of(conn)
     with psycopg.connect(**scaled_dsql.upstream.libpq_params(), autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (first,))
-    time.sleep(0.3)  # the emulator passes the termination on to the client's socket
+    # The emulator passes the termination on to the client's socket, and the connection
+    # idles past poll_after_idle, after which checkouts poll its socket.
+    time.sleep(max(0.3, SCALED_POLICY.poll_after_idle))
     with pool.connection() as conn:
         assert pid_of(conn) != first
     assert recycles() == {"recycles.readable": 1}

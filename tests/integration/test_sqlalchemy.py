@@ -14,7 +14,12 @@ from sqlalchemy import JSON, text
 from sqlalchemy.pool import NullPool
 
 import warmdb
-from tests.integration.lifecycle import TOKEN_SECONDS, run_long_job, run_long_job_async
+from tests.integration.lifecycle import (
+    SCALED_POLICY,
+    TOKEN_SECONDS,
+    run_long_job,
+    run_long_job_async,
+)
 from warmdb import events
 from warmdb._connect import TOKEN_CACHE
 from warmdb.emulator.postgres import EmbeddedPostgres
@@ -88,6 +93,8 @@ def test_backend_killed_between_checkouts_is_replaced(driver, scaled_dsql, scale
         with engine.connect() as conn:
             first = conn.execute(PID).scalar_one()
         terminate_upstream(scaled_dsql, first)
+        # Idle past poll_after_idle, after which checkouts poll the socket.
+        time.sleep(SCALED_POLICY.poll_after_idle)
         with engine.connect() as conn:
             second = conn.execute(PID).scalar_one()
     finally:

@@ -184,21 +184,24 @@ def test_killed_between_invocations_reconnects_transparently(front, dsql_emulato
     assert recycles == ["readable"]
 
 
-@pytest.mark.parametrize("front", ALL_FRONTS, indirect=True)
-def test_pings_only_after_idle(front, dsql_emulator):
-    front.keeper.policy = front.keeper.policy.replace(ping_after_idle=0.3)
+@pytest.mark.parametrize("driver", ALL_FRONTS)
+def test_pings_only_after_idle(driver, dsql_kwargs, dsql_emulator):
+    front = Front(driver, {**dsql_kwargs, "policy": DSQL.replace(ping_after_idle=0.3)})
 
     def queries_of_one_checkout() -> int:
         before = dsql_emulator.stats.queries
         front.pid()
         return dsql_emulator.stats.queries - before
 
-    front.pid()
-    # psycopg and psycopg2 outside autocommit add BEGIN and the ROLLBACK on the way back.
-    per_checkout = queries_of_one_checkout()
-    assert [queries_of_one_checkout() for _ in range(5)] == [per_checkout] * 5
-    time.sleep(0.35)
-    assert queries_of_one_checkout() == per_checkout + 1, "an idle checkout pings once"
+    try:
+        front.pid()
+        # psycopg and psycopg2 outside autocommit add BEGIN and the ROLLBACK on the way back.
+        per_checkout = queries_of_one_checkout()
+        assert [queries_of_one_checkout() for _ in range(5)] == [per_checkout] * 5
+        time.sleep(0.35)
+        assert queries_of_one_checkout() == per_checkout + 1, "an idle checkout pings once"
+    finally:
+        front.close()
 
 
 @pytest.mark.parametrize("front", ALL_FRONTS, indirect=True)

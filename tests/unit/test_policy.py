@@ -52,6 +52,7 @@ def test_immutable():
         ("lifetime_jitter", 0.5, "lifetime_jitter must be a fraction"),
         ("lifetime_jitter", None, "lifetime_jitter must be a number of seconds"),
         ("ping_after_idle", True, "ping_after_idle must be a number"),
+        ("poll_after_idle", -1, "poll_after_idle must be a finite"),
         ("connect_timeout", 0, "connect_timeout must be positive or None"),
         ("retry_timeout", -0.1, "retry_timeout must be a finite"),
         ("backoff_max", 0.01, r"backoff_max \(0.01\) must not be below backoff_initial"),
@@ -73,6 +74,18 @@ def test_none_turns_checks_off():
     policy = Policy(max_lifetime=None, ping_after_idle=None, max_idle=None, connect_timeout=None)
     assert policy.max_lifetime is None
     assert "max_lifetime=None" in repr(policy)
+
+
+def test_first_idle_check_is_the_earliest_idle_check():
+    assert DEFAULT.first_idle_check == DEFAULT.poll_after_idle == 0.5
+    assert DEFAULT.replace(max_idle=0.2).first_idle_check == 0.2
+    assert DEFAULT.replace(poll_after_idle=None).first_idle_check == DEFAULT.ping_after_idle
+    none = DEFAULT.replace(ping_after_idle=None, poll_after_idle=None)
+    assert none.first_idle_check == math.inf
+    # Derived, not a field: not in repr, equality or replace().
+    assert "first_idle_check" not in repr(DEFAULT)
+    with pytest.raises(ConfigurationError, match="unknown policy field"):
+        DEFAULT.replace(first_idle_check=1.0)
 
 
 def test_random_fraction_is_uniform_in_the_unit_interval():

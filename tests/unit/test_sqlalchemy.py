@@ -255,6 +255,9 @@ def test_checkout_check_replaces_idle_and_readable_without_a_ping(watched):
     second = checkout()
     assert second is not first
     os.write(second.write_end, b"E")  # the server's termination notice
+    clock.now += 0.4  # within poll_after_idle of its return: not polled yet
+    assert checkout() is second
+    clock.now += 0.5
     third = checkout()
     assert third is not second
     assert first.pings == second.pings == 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import math
 import socket
 
 import pytest
@@ -40,7 +42,7 @@ def test_jitter_shortens_the_lifetime_by_up_to_the_fraction():
     assert kept(fraction=0.0).expires_at == 100.0
     assert kept(fraction=0.5).expires_at == pytest.approx(95.0)
     assert kept(fraction=0.999).expires_at == pytest.approx(90.01)
-    assert KeptConnection(0.0, Policy(max_lifetime=None), 0.5).expires_at is None
+    assert KeptConnection(0.0, Policy(max_lifetime=None), 0.5).expires_at == math.inf
 
 
 def test_hot_path_reuses_without_a_ping():
@@ -81,6 +83,42 @@ def test_replace_reasons(now, is_closed, has_input, expected):
     )
 
 
+def test_socket_polled_only_after_poll_after_idle():
+    record = kept(last_used=5.0)
+    # Given back 0.4 s ago: inside the default 0.5 s window, the socket is not polled.
+    assert checkout_verdict(record, 5.4, POLICY, is_closed=False, has_input=must_not_be_called) == (
+        REUSE,
+        None,
+    )
+    assert checkout_verdict(record, 5.5, POLICY, is_closed=False, has_input=lambda: True) == (
+        REPLACE,
+        "readable",
+    )
+
+
+def test_socket_polled_at_every_checkout_or_never():
+    record = kept(last_used=5.0)
+    always = POLICY.replace(poll_after_idle=0)
+    never = POLICY.replace(poll_after_idle=None)
+    assert checkout_verdict(record, 5.0, always, is_closed=False, has_input=lambda: True) == (
+        REPLACE,
+        "readable",
+    )
+    assert checkout_verdict(record, 9.0, never, is_closed=False, has_input=must_not_be_called) == (
+        REUSE,
+        None,
+    )
+
+
+def test_given_back_records_the_return_or_says_why_to_discard():
+    record = kept(last_used=5.0)
+    assert record.given_back(7.0, closed=False) is None
+    assert record.last_used == 7.0
+    assert record.given_back(8.0, closed=True) == "broken"
+    assert record.given_back(100.0, closed=False) == "lifetime"
+    assert record.last_used == 7.0  # a discarded connection is not "used" again
+
+
 def test_lifetime_counts_from_the_open_not_the_last_use():
     record = kept(opened_at=0.0, last_used=99.0)
     assert checkout_verdict(record, 100.0, POLICY, is_closed=False, has_input=quiet) == (
@@ -111,6 +149,16 @@ def never_called(conn) -> int:
 def quiet_fd():
     """The descriptor of a healthy idle connection: a socket with nothing to read."""
     ours, theirs = socket.socketpair()
+    yield ours.fileno()
+    ours.close()
+    theirs.close()
+
+
+@pytest.fixture
+def readable_fd():
+    """The descriptor of a connection the server sent a termination notice on."""
+    ours, theirs = socket.socketpair()
+    theirs.sendall(b"E")
     yield ours.fileno()
     ours.close()
     theirs.close()
@@ -152,3 +200,35 @@ def test_judge_async_awaits_the_ping(quiet_fd):
     judged = judge_async(record, 20.0, POLICY, "conn", **checks(quiet_fd), ping=ping)
     assert asyncio.run(judged) is None
     assert pinged == ["conn"]
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        POLICY,
+        POLICY.replace(poll_after_idle=0),
+        POLICY.replace(ping_after_idle=None, poll_after_idle=None),
+    ],
+)
+def test_judge_decides_as_checkout_verdict(policy, quiet_fd, readable_fd):
+    """judge()'s inline fast path gives checkout_verdict's answer, state by state."""
+    for now, closed, readable in itertools.product(
+        [5.0, 5.3, 5.6, 14.0, 15.0, 54.0, 55.0, 99.0, 100.0], [False, True], [False, True]
+    ):
+        record = kept(last_used=5.0)
+        verdict, reason = checkout_verdict(
+            record, now, policy, is_closed=closed, has_input=lambda readable=readable: readable
+        )
+        expected = {REUSE: None, PING: None, REPLACE: reason}[verdict]
+        pings: list[object] = []
+        judged = judge(
+            kept(last_used=5.0),
+            now,
+            policy,
+            "conn",
+            is_closed=lambda conn, closed=closed: closed,
+            fileno=lambda conn, readable=readable: readable_fd if readable else quiet_fd,
+            ping=pings.append,
+        )
+        assert judged == expected, (now, closed, readable)
+        assert bool(pings) == (verdict == PING)

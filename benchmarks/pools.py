@@ -1,6 +1,6 @@
 """Benchmark: pool acquire + release, warmdb's pools next to the pools they are built on.
 
-Run: ``.venv/bin/python benchmarks/pools.py [--ops 20000] [--rounds 7]``
+Run: ``.venv/bin/python benchmarks/pools.py [--ops 20000] [--rounds 7] [--poll-after-idle S]``
 
 Every pool holds one open connection to a local DSQL emulator (``warmdb.emulator.serve``)
 and is measured in the same run, rounds interleaved: one operation is a checkout and its
@@ -14,6 +14,10 @@ return, no query, no ping due. Pairs:
   cluster id).
 
 Target (issue 4): warmdb's acquire/release at most 1.2x the underlying pool's.
+
+warmdb's pools run with the DSQL preset, whose ``poll_after_idle`` (0.5 s) skips the socket
+poll for connections given back moments ago, as every checkout here is; ``--poll-after-idle 0``
+measures them polling at every checkout instead.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import warmdb.psycopg
 import warmdb.psycopg2
 from warmdb.asyncpg import ssl_context
 from warmdb.emulator import serve
+from warmdb.policy import DSQL
 
 
 def sync_us(pool_connection, ops: int) -> float:
@@ -88,6 +93,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ops", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument(
+        "--poll-after-idle",
+        type=float,
+        default=DSQL.poll_after_idle,
+        help="the policy's poll_after_idle for warmdb's pools (0: poll at every checkout)",
+    )
     args = parser.parse_args()
 
     with serve() as dsql:
@@ -101,6 +112,7 @@ def main() -> None:
             "region": dsql.region,
             "sslmode": "verify-full",
             "sslrootcert": str(dsql.ca_path),
+            "policy": DSQL.replace(poll_after_idle=args.poll_after_idle),
         }
         libpq = dsql.connection_params(token=False)
         token = dsql.token(host="127.0.0.1")
@@ -169,7 +181,10 @@ def main() -> None:
             aurora["psycopg2"].closeall()
         loop.close()
 
-    print(f"pool acquire + release, µs, median of {args.rounds} rounds x {args.ops}")
+    print(
+        f"pool acquire + release, µs, median of {args.rounds} rounds x {args.ops}; "
+        f"warmdb's poll_after_idle={args.poll_after_idle:g} s"
+    )
     baselines = {"psycopg": "psycopg_pool", "asyncpg": "asyncpg.Pool", "psycopg2": "QueuePool"}
     for (driver, name), measured in samples.items():
         median = statistics.median(measured)

@@ -64,6 +64,8 @@ class Policy:
         HikariCP's ``aliveBypassWindowMs`` does: a server-side close is caught in proportion
         to the idle time it can happen in, and a connection busy all but a few milliseconds
         is far likelier to lose its backend in the middle of a query than between two.
+        Pools and engines apply it; ``warm()`` keepers, checked out once per invocation,
+        poll at every checkout.
     :param connect_timeout: seconds one connect attempt may take (the driver's connect
         timeout); ``None`` leaves the driver's default.
     :param retry_timeout: total seconds a connect may spend retrying transient failures

@@ -301,7 +301,8 @@ class _KeeperBase(_Base):
 
     @property
     def policy(self) -> Policy:
-        """The :class:`~warmdb.policy.Policy` the keeper applies (its plan's)."""
+        """The :class:`~warmdb.policy.Policy` the keeper applies (its plan's), except that it
+        polls the socket at every checkout whatever ``poll_after_idle``."""
         return self.plan.policy
 
     @property

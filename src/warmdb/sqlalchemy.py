@@ -26,8 +26,8 @@ How SQLAlchemy is hooked, with its documented events only:
 - ``connect`` / ``checkout`` / ``checkin`` / ``invalidate`` (pool events): at each checkout,
   :func:`warmdb.warm.checkout_verdict` decides, as for ``warm()`` keepers: reuse; ping first
   (only after ``ping_after_idle``); or replace without a round trip (older than the jittered
-  lifetime, idle longer than ``max_idle``, closed, or its socket readable while idle: the
-  server closed it or sent a termination notice). Replacing raises
+  lifetime, idle longer than ``max_idle``, closed, or, once idle ``poll_after_idle``, its
+  socket readable: the server closed it or sent a termination notice). Replacing raises
   :class:`sqlalchemy.exc.DisconnectionError`, SQLAlchemy's pessimistic-disconnect recipe: the
   pool discards the connection and hands out a new one. This replaces ``pool_pre_ping``,
   which costs a round trip at every checkout.
@@ -37,7 +37,9 @@ How SQLAlchemy is hooked, with its documented events only:
   (``pool_use_lifo=True``), so idle connections beyond the load age out instead of being
   kept warm by round-robin.
 
-The same checks guard :func:`warmdb.psycopg2.pool`, built on SQLAlchemy's ``QueuePool``.
+The same checks guard :func:`warmdb.psycopg2.pool`, built on SQLAlchemy's ``QueuePool``; it
+registers the connect and invalidate events and runs the checkout checks itself
+(:meth:`PoolCheck.checked_out`), sparing the checkout and checkin event dispatch.
 """
 
 from __future__ import annotations

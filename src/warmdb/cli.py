@@ -23,6 +23,9 @@ __all__ = ["main"]
 COMMANDS = {
     "token": ("warmdb.auth.command", "print an IAM token for psql and other clients"),
     "emulate": ("warmdb.emulator.command", "run a local Aurora DSQL-compatible endpoint"),
+    "bench": ("warmdb.bench.command", "measure connects and queries per driver and pattern"),
+    "probe": ("warmdb.bench.probe", "show where the time of one connect goes"),
+    "sidecar": ("warmdb.sidecar.command", "run PgBouncer with IAM tokens kept fresh"),
 }
 
 

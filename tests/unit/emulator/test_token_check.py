@@ -153,3 +153,105 @@ def test_reason_never_contains_the_token():
     reason = verifier().check(bad, "admin")
     assert reason is not None
     assert bad.split("X-Amz-Signature=")[1] not in reason
+
+
+def test_temporary_credentials_token_refused_by_long_term_keys():
+    # Signed with the right key pair plus a session token the emulator's keys do not have.
+    with_session = Credentials(KEYS.access_key, KEYS.secret_key, "FwoGZXIvYXdzEJr//////////")
+    assert verifier().check(token(keys=with_session), "admin") == "session_token"
+    # And the other way round: keys with a session token refuse a token signed without it.
+    without = Credentials(SESSION.access_key, SESSION.secret_key)
+    assert verifier().check(token(keys=without), "admin") == "session_token"
+
+
+# RDS (rds-db) tokens -----------------------------------------------------------------------
+
+RDS_HOST = "local.rds.us-east-1.amazonaws.com"
+
+
+def rds_verifier(port: int | None = 5432, now: float = NOW, time_scale: float = 1.0):
+    return TokenVerifier(
+        [KEYS, SESSION],
+        region="us-east-1",
+        hosts=HostRule([RDS_HOST], resolver=never_loopback),
+        kind="rds",
+        port=port,
+        time_scale=time_scale,
+        clock=lambda: now,
+    )
+
+
+def rds_token(
+    user: str = "app",
+    *,
+    host: str = RDS_HOST,
+    port: int = 5432,
+    keys: Credentials = KEYS,
+    at: float = NOW,
+    expires_in: int = 900,
+) -> str:
+    spec = TokenSpec(
+        kind="rds", host=host, port=port, region="us-east-1", user=user, expires_in=expires_in
+    )
+    return sign_token(spec, keys, at)
+
+
+def test_rds_tokens_are_accepted():
+    check = rds_verifier().check
+    assert check(rds_token("app"), "app") is None
+    assert check(rds_token("admin", keys=SESSION), "admin") is None
+    assert rds_verifier(port=None).check(rds_token(port=3306), "app") is None
+
+
+def test_botocore_rds_token_is_accepted():
+    botocore_session = pytest.importorskip("botocore.session")
+    session = botocore_session.Session()
+    session.set_credentials(KEYS.access_key, KEYS.secret_key)
+    client = session.create_client("rds", region_name="us-east-1")
+    rds = client.generate_db_auth_token(RDS_HOST, 3306, "app", "us-east-1")
+    check = rds_verifier(port=3306, now=time.time()).check
+    assert check(rds, "app") is None
+    assert check(rds, "other") == "db_user"
+
+
+@pytest.mark.parametrize(
+    ("make", "user", "reason"),
+    [
+        (lambda: rds_token("app"), "other", "db_user"),
+        (lambda: rds_token(port=5433), "app", "port"),
+        (lambda: rds_token(at=NOW - 901), "app", "expired"),
+        (lambda: rds_token(expires_in=901), "app", "expires_too_long"),
+        (lambda: rds_token(host="elsewhere.example.com"), "app", "host"),
+        (lambda: token("app"), "app", "service"),
+        (lambda: rds_token().replace("Action=connect", "Action=connecx"), "app", "action"),
+        (lambda: rds_token(keys=Credentials(KEYS.access_key, "x" * 40)), "app", "signature"),
+    ],
+)
+def test_refused_rds_tokens(make, user, reason):
+    assert rds_verifier().check(make(), user) == reason
+
+
+def test_dsql_verifier_refuses_rds_tokens():
+    assert verifier().check(rds_token("admin"), "admin") == "service"
+
+
+def test_rds_token_without_port_is_refused():
+    stamp = amz_timestamp(NOW)
+    no_port = presign(
+        host=RDS_HOST,
+        port=None,
+        service="rds-db",
+        region="us-east-1",
+        operation=[("Action", "connect"), ("DBUser", "app")],
+        access_key=KEYS.access_key,
+        secret_key=KEYS.secret_key,
+        session_token=None,
+        expires_in=900,
+        timestamp=stamp,
+    )
+    assert rds_verifier().check(no_port, "app") == "port"
+
+
+def test_unknown_kind_is_refused():
+    with pytest.raises(ValueError, match="kind"):
+        TokenVerifier([KEYS], region="us-east-1", hosts=HostRule([HOST]), kind="mysql")

@@ -1,4 +1,4 @@
-"""Checks of numeric arguments, shared by policies, pools and engines.
+"""Checks of arguments, shared by plans, policies, pools and engines.
 
 Each raises :class:`~warmdb.ConfigurationError` naming the parameter, as psycopg_pool does,
 so a bad argument fails where it is given rather than at the first connect.
@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from warmdb.errors import ConfigurationError
 
-__all__ = ["check_count", "check_seconds"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+__all__ = ["check_count", "check_seconds", "did_you_mean"]
 
 
 def check_count(name: str, value: object, *, minimum: int) -> int:
@@ -35,3 +39,11 @@ def check_seconds(
         bound = "> 0" if positive else ">= 0"
         raise ConfigurationError(f"{name} must be a finite number of seconds {bound}, not {value}")
     return float(value)
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` naming the closest of *choices* to *word*, or ``""``."""
+    import difflib  # only on the error path: its import costs a cold start about 1 ms
+
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

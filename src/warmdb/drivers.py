@@ -1,0 +1,388 @@
+"""Driver adapters: everything warmdb needs to know about one database driver, and the registry.
+
+Generic code (keepers, pools, engines, connect retry, transactions, bench and probe) talks to
+drivers only through an adapter. An adapter lives in its driver's own module
+(:mod:`warmdb.psycopg2` holds ``Psycopg2Adapter``...) and answers, for that driver:
+
+- how to connect: :meth:`Adapter.connect_params` (the driver's connect arguments for a
+  resolved :class:`~warmdb._connect.ConnectPlan` and one password) and ``connect_raw`` (one
+  call of the driver's own connect function, its exceptions as they come);
+- what its exceptions mean: :meth:`Adapter.classify` returns one :class:`ErrorVerdict`
+  (SQLSTATE or server error number, the retry reason, whether the connection is broken,
+  whether it is a transaction conflict worth retrying);
+- how to look after a connection: ``is_closed``, ``fileno``, ``ping``, ``reset``, ``close``;
+- how to run a statement and end a transaction: ``execute``, ``begin``, ``commit``,
+  ``rollback`` (for transactions, bench and probe).
+
+:class:`SyncAdapter` and :class:`AsyncAdapter` differ only in which of these are coroutines.
+
+The registry maps a driver name (``"psycopg2"``) and a SQLAlchemy dialect
+(``"postgresql+psycopg2"``) to its adapter class, importing the driver module only when asked.
+Adding a driver is one module with an adapter plus one line in :data:`REGISTRY`
+(``docs/drivers.md`` walks through it).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+from warmdb._arguments import did_you_mean
+from warmdb.errors import ConfigurationError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any, ClassVar
+
+    from warmdb._connect import ConnectPlan
+
+__all__ = [
+    "REGISTRY",
+    "Adapter",
+    "AsyncAdapter",
+    "DriverEntry",
+    "ErrorVerdict",
+    "SyncAdapter",
+    "adapter_class",
+    "entry_for_dialect",
+    "installed_drivers",
+]
+
+
+class ErrorVerdict:
+    """What a driver exception means to warmdb. Immutable.
+
+    :ivar sqlstate: the SQLSTATE the server sent, or derived from its message; ``None``
+        when the failure happened before the server answered.
+    :ivar errno: the server or client error number (MySQL: 1045, 2013...); ``None`` for
+        drivers that have none.
+    :ivar reason: why trying the connect again may work (a :mod:`warmdb.retry` reason:
+        ``"auth"``, ``"rate-exceeded"``, ``"refused"``...), or ``None``.
+    :ivar broken: the connection cannot be used after this error.
+    :ivar conflict: the transaction lost a concurrency conflict and running it again may
+        succeed: ``"OC000"`` / ``"OC001"`` (Aurora DSQL), ``"40001"`` (serialization
+        failure), ``"40P01"`` (deadlock), ``"1213"`` / ``"1205"`` (MySQL deadlock, lock wait
+        timeout); ``None`` otherwise.
+    """
+
+    __slots__ = ("broken", "conflict", "errno", "reason", "sqlstate")
+
+    sqlstate: str | None
+    errno: int | None
+    reason: str | None
+    broken: bool
+    conflict: str | None
+
+    def __init__(
+        self,
+        *,
+        sqlstate: str | None = None,
+        errno: int | None = None,
+        reason: str | None = None,
+        broken: bool = False,
+        conflict: str | None = None,
+    ) -> None:
+        object.__setattr__(self, "sqlstate", sqlstate)
+        object.__setattr__(self, "errno", errno)
+        object.__setattr__(self, "reason", reason)
+        object.__setattr__(self, "broken", broken)
+        object.__setattr__(self, "conflict", conflict)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("ErrorVerdict is immutable")
+
+    def _values(self) -> tuple[object, ...]:
+        return (self.sqlstate, self.errno, self.reason, self.broken, self.conflict)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ErrorVerdict) and self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        fields = ("sqlstate", "errno", "reason", "broken", "conflict")
+        shown = ", ".join(f"{name}={value!r}" for name, value in zip(fields, self._values()))
+        return f"ErrorVerdict({shown})"
+
+
+class Adapter:
+    """What every adapter answers, sync or async. Subclass :class:`SyncAdapter` or
+    :class:`AsyncAdapter`, never this class.
+
+    An adapter instance carries the driver-specific options that shape its connections
+    (psycopg's ``connection_class``, psycopg2's ``cursor_factory``...), named in
+    :attr:`open_keys`; it holds no connection and no secret, so keepers, pools and engines
+    share one.
+    """
+
+    #: the driver's name in warmdb (the module ``warmdb.<name>``)
+    name: ClassVar[str]
+    #: the database family: ``"postgresql"`` or ``"mysql"`` (see :mod:`warmdb.endpoint`)
+    family: ClassVar[str]
+    #: whether the connect and the connection's I/O methods are coroutines
+    is_async: ClassVar[bool]
+    #: the driver's own connect arguments warmdb passes through (beyond the endpoint's);
+    #: any other keyword is refused with the closest valid name
+    driver_keys: ClassVar[frozenset[str]]
+    #: options of the adapter's constructor, taken from the caller's keyword arguments
+    open_keys: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, **options: Any) -> None:
+        unknown = sorted(set(options) - self.open_keys)
+        if unknown:
+            raise ConfigurationError(f"{self.name} takes no option {unknown[0]!r}")
+        self.options: Mapping[str, Any] = options
+
+    def connect_params(self, plan: ConnectPlan, password: str | None) -> dict[str, Any]:
+        """The keyword arguments of one driver connect call for *plan* and *password*."""
+        raise NotImplementedError
+
+    #: the exception types a failed driver connect raises (classified, then wrapped)
+    connect_errors: ClassVar[tuple[type[BaseException], ...]] = (OSError,)
+
+    def classify(self, exc: BaseException) -> ErrorVerdict:
+        """What *exc*, raised by this driver (or the socket under it), means."""
+        raise NotImplementedError
+
+    def is_closed(self, conn: Any) -> bool:
+        """Whether the driver already knows *conn* is closed or broken (no I/O)."""
+        raise NotImplementedError
+
+    def fileno(self, conn: Any) -> int:
+        """The socket descriptor of *conn*, for the readable-while-idle check."""
+        raise NotImplementedError
+
+    def in_transaction(self, conn: Any) -> bool:
+        """Whether *conn* has a transaction open (or failed) that a reset must roll back."""
+        raise NotImplementedError
+
+    def is_broken_by(self, conn: Any, exc: BaseException) -> bool:
+        """Whether *exc*, raised while *conn* was in use, left it unusable."""
+        return self.is_closed(conn) or self.classify(exc).broken
+
+    def __repr__(self) -> str:
+        options = "".join(f" {k}={v!r}" for k, v in sorted(self.options.items()))
+        return f"<{type(self).__name__}{options}>"
+
+
+class SyncAdapter(Adapter):
+    """An adapter whose connect and connection methods block."""
+
+    is_async = False
+
+    def connect_raw(self, params: dict[str, Any]) -> Any:
+        """One call of the driver's connect with *params*; its exceptions propagate."""
+        raise NotImplementedError
+
+    def ping(self, conn: Any) -> None:
+        """One round trip that opens no transaction; raises when the connection is dead."""
+        raise NotImplementedError
+
+    def reset(self, conn: Any) -> None:
+        """Make *conn* ready for its next user: roll back an open transaction."""
+        if self.in_transaction(conn):
+            self.rollback(conn)
+
+    def close(self, conn: Any) -> None:
+        """Close *conn*, ignoring the driver's errors (it may be dead already)."""
+        raise NotImplementedError
+
+    def execute(self, conn: Any, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+        """Run *sql* (with the driver's *params*) and return its rows ([] for none)."""
+        raise NotImplementedError
+
+    def begin(self, conn: Any) -> None:
+        """Start a transaction that the next statements run in."""
+        raise NotImplementedError
+
+    def commit(self, conn: Any) -> None:
+        """Commit the transaction :meth:`begin` started."""
+        raise NotImplementedError
+
+    def rollback(self, conn: Any) -> None:
+        """Roll back the open transaction, if any."""
+        raise NotImplementedError
+
+
+class AsyncAdapter(Adapter):
+    """An adapter whose connect and connection I/O are coroutines.
+
+    :attr:`loop_bound` says whether a connection belongs to the event loop that opened it
+    (asyncpg): a keeper then abandons it, with :meth:`abandon`, when the loop changes.
+    """
+
+    is_async = True
+    loop_bound: ClassVar[bool] = False
+
+    async def connect_raw(self, params: dict[str, Any]) -> Any:
+        """One call of the driver's connect with *params*; its exceptions propagate."""
+        raise NotImplementedError
+
+    async def ping(self, conn: Any) -> None:
+        """One round trip that opens no transaction; raises when the connection is dead."""
+        raise NotImplementedError
+
+    async def reset(self, conn: Any) -> None:
+        """Make *conn* ready for its next user: roll back an open transaction."""
+        if self.in_transaction(conn):
+            await self.rollback(conn)
+
+    async def close(self, conn: Any) -> None:
+        """Close *conn*, ignoring the driver's errors (it may be dead already)."""
+        raise NotImplementedError
+
+    def abandon(self, conn: Any) -> None:
+        """Drop *conn* without a round trip, from outside its event loop."""
+        raise NotImplementedError
+
+    async def execute(self, conn: Any, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+        """Run *sql* (with the driver's *params*) and return its rows ([] for none)."""
+        raise NotImplementedError
+
+    async def begin(self, conn: Any) -> None:
+        """Start a transaction that the next statements run in."""
+        raise NotImplementedError
+
+    async def commit(self, conn: Any) -> None:
+        """Commit the transaction :meth:`begin` started."""
+        raise NotImplementedError
+
+    async def rollback(self, conn: Any) -> None:
+        """Roll back the open transaction, if any."""
+        raise NotImplementedError
+
+
+class DriverEntry:
+    """One line of the registry: where a driver's adapters live and what names it answers to.
+
+    :ivar name: warmdb's name for the driver, also its module ``warmdb.<name>``.
+    :ivar family: ``"postgresql"`` or ``"mysql"``.
+    :ivar library: the driver's own top-level package, to tell whether it is installed.
+    :ivar extra: the pip extra that installs it (``pip install 'warmdb[<extra>]'``).
+    :ivar sync: the name of the module's sync adapter class, or ``None``.
+    :ivar async_: the name of the module's async adapter class, or ``None``.
+    :ivar dialects: SQLAlchemy dialect names (``family+driver``) served by this driver.
+    """
+
+    __slots__ = ("async_", "dialects", "extra", "family", "library", "name", "sync")
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        family: str,
+        library: str,
+        extra: str,
+        sync: str | None = None,
+        async_: str | None = None,
+        dialects: tuple[str, ...] = (),
+    ) -> None:
+        self.name = name
+        self.family = family
+        self.library = library
+        self.extra = extra
+        self.sync = sync
+        self.async_ = async_
+        self.dialects = dialects
+
+    @property
+    def module(self) -> str:
+        return f"warmdb.{self.name}"
+
+    def is_installed(self) -> bool:
+        """Whether the driver's own package can be imported (nothing is imported)."""
+        return importlib.util.find_spec(self.library) is not None
+
+    def __repr__(self) -> str:
+        return f"<DriverEntry {self.name} ({self.family})>"
+
+
+#: Every driver warmdb supports. One line per driver.
+REGISTRY: dict[str, DriverEntry] = {
+    entry.name: entry
+    for entry in (
+        DriverEntry(
+            "psycopg",
+            family="postgresql",
+            library="psycopg",
+            extra="psycopg",
+            sync="PsycopgAdapter",
+            async_="AsyncPsycopgAdapter",
+            dialects=("postgresql+psycopg", "postgresql+psycopg_async"),
+        ),
+        DriverEntry(
+            "psycopg2",
+            family="postgresql",
+            library="psycopg2",
+            extra="psycopg2",
+            sync="Psycopg2Adapter",
+            dialects=("postgresql+psycopg2",),
+        ),
+        DriverEntry(
+            "asyncpg",
+            family="postgresql",
+            library="asyncpg",
+            extra="asyncpg",
+            async_="AsyncpgAdapter",
+            dialects=("postgresql+asyncpg",),
+        ),
+    )
+}
+
+
+def _entry(name: str) -> DriverEntry:
+    entry = REGISTRY.get(name)
+    if entry is None:
+        raise ConfigurationError(
+            f"driver {name!r} is not one of {', '.join(sorted(REGISTRY))}"
+            + did_you_mean(name, REGISTRY)
+        )
+    return entry
+
+
+def adapter_class(name: str, *, is_async: bool) -> type[Adapter]:
+    """The adapter class of driver *name*, sync or async, importing its module.
+
+    :raises ConfigurationError: an unknown driver, one without that kind of adapter, or one
+        whose package is not installed (the message says which extra installs it).
+    """
+    entry = _entry(name)
+    attribute = entry.async_ if is_async else entry.sync
+    if attribute is None:
+        kind, other = ("async", "sync") if is_async else ("sync", "async")
+        raise ConfigurationError(f"driver {name!r} is {other}-only: it has no {kind} adapter")
+    try:
+        module = importlib.import_module(entry.module)
+    except ModuleNotFoundError as exc:
+        raise ConfigurationError(
+            f"driver {name!r} is not installed ({exc.name} is missing): "
+            f"pip install 'warmdb[{entry.extra}]'"
+        ) from exc
+    cls: type[Adapter] = getattr(module, attribute)
+    return cls
+
+
+def entry_for_dialect(dialect: str) -> DriverEntry:
+    """The registry entry serving a SQLAlchemy dialect name such as ``postgresql+psycopg2``.
+
+    :raises ConfigurationError: no driver serves it; the message lists those that do.
+    """
+    wanted = dialect.lower()
+    for entry in REGISTRY.values():
+        if wanted in entry.dialects:
+            return entry
+    known = sorted(d for entry in REGISTRY.values() for d in entry.dialects)
+    raise ConfigurationError(
+        f"SQLAlchemy dialect {dialect!r} is not supported: use one of {', '.join(known)}"
+    )
+
+
+def installed_drivers(*, family: str | None = None) -> list[DriverEntry]:
+    """The registered drivers whose package is installed, in registry order."""
+    return [
+        entry
+        for entry in REGISTRY.values()
+        if (family is None or entry.family == family) and entry.is_installed()
+    ]

@@ -1,0 +1,276 @@
+"""An embedded, throwaway MariaDB server: the MySQL emulator's upstream.
+
+:class:`EmbeddedMariaDB` runs ``mariadb-install-db`` into a private directory and starts
+``mariadbd`` on it, listening on a Unix socket in that directory only (no TCP). It uses
+Debian's ``mariadb-server`` binaries (``/usr/sbin/mariadbd``, ``mariadb-install-db``), found
+on ``PATH`` or named by ``$WARMDB_MARIADB_BIN`` (a directory holding both).
+
+When the current user is root, both run as an unprivileged account (``$WARMDB_MARIADB_USER``,
+else ``mysql``, else ``nobody``) that owns the directory, mode 0700: started as that user
+rather than with ``mariadbd --user``, because the kernel clears the parent-death signal when a
+process changes its own credentials. Like :class:`~warmdb.emulator.postgres.EmbeddedPostgres`
+the server dies with the process that started it (``PR_SET_PDEATHSIG``; MariaDB shuts down on
+the SIGQUIT).
+
+Startup is kept short: no test database, no anonymous users, no binary log, a small buffer
+pool and redo log, and no durability (``innodb_flush_log_at_trx_commit=0``,
+``innodb_doublewrite=0``): the data is thrown away anyway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from warmdb.emulator.postgres import _spawner
+from warmdb.errors import WarmdbError
+
+__all__ = ["EmbeddedMariaDB", "MariaDBNotFoundError", "find_binaries"]
+
+_SERVER = "mariadbd"
+_INSTALL = "mariadb-install-db"
+_SBIN = Path("/usr/sbin")
+
+
+class MariaDBNotFoundError(WarmdbError):
+    """No MariaDB server binaries were found."""
+
+    __module__ = "warmdb.emulator"
+
+
+def find_binaries() -> tuple[Path, Path]:
+    """Return the paths of ``mariadbd`` and ``mariadb-install-db``.
+
+    Looks in ``$WARMDB_MARIADB_BIN``, then ``PATH``, then ``/usr/sbin`` and ``/usr/bin``.
+
+    :raises MariaDBNotFoundError: either is missing.
+    """
+    directories = [os.environ.get("WARMDB_MARIADB_BIN")]
+    found: list[Path] = []
+    for name in (_SERVER, _INSTALL):
+        candidates = [Path(d) / name for d in directories if d]
+        on_path = shutil.which(name)
+        if on_path:
+            candidates.append(Path(on_path))
+        candidates += [_SBIN / name, Path("/usr/bin") / name]
+        path = next((c for c in candidates if c.is_file() and os.access(c, os.X_OK)), None)
+        if path is None:
+            raise MariaDBNotFoundError(
+                f"{name} not found: install Debian's 'mariadb-server' package "
+                "or set WARMDB_MARIADB_BIN"
+            )
+        found.append(path)
+    return found[0], found[1]
+
+
+def _server_account() -> tuple[int, int] | None:
+    """The (uid, gid) to run the server as, or ``None`` to run it as ourselves."""
+    if os.geteuid() != 0:
+        return None
+    import pwd
+
+    for name in filter(None, [os.environ.get("WARMDB_MARIADB_USER"), "mysql", "nobody"]):
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return entry.pw_uid, entry.pw_gid
+    raise MariaDBNotFoundError(
+        "running as root and no unprivileged account to run MariaDB as: set WARMDB_MARIADB_USER"
+    )
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    """The last lines of a log, for an error message (the directory is removed on failure)."""
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    return " | ".join(text[-lines:]) or "empty log"
+
+
+class EmbeddedMariaDB:
+    """A MariaDB server in a private temporary directory, reachable on a Unix socket.
+
+    Use it as a context manager, or call :meth:`start` and :meth:`stop`::
+
+        with EmbeddedMariaDB(settings={"wait_timeout": "28800"}) as db:
+            print(db.socket_path)
+
+    :param settings: extra server options (``--name=value``), e.g. ``wait_timeout``.
+    :param start_timeout: seconds to wait for the server to accept connections.
+    """
+
+    def __init__(
+        self, *, settings: dict[str, str] | None = None, start_timeout: float = 30.0
+    ) -> None:
+        self.server_path, self.install_path = find_binaries()
+        self.start_timeout = start_timeout
+        self._settings = dict(settings or {})
+        self._account = _server_account()
+        self._base: Path | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    # Paths --------------------------------------------------------------------------------
+
+    def _require_base(self) -> Path:
+        if self._base is None:
+            raise RuntimeError("the server has not been started")
+        return self._base
+
+    @property
+    def data_dir(self) -> Path:
+        """The server's data directory."""
+        return self._require_base() / "data"
+
+    @property
+    def socket_path(self) -> str:
+        """The server's Unix socket."""
+        return str(self._require_base() / "mysqld.sock")
+
+    @property
+    def log_path(self) -> Path:
+        """The server's error log."""
+        return self._require_base() / "mariadb.log"
+
+    # Lifecycle ----------------------------------------------------------------------------
+
+    def _run_as_server(self, args: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
+        if self._account is not None:
+            kwargs.update(user=self._account[0], group=self._account[1], extra_groups=[])
+        return _spawner.popen(args, **kwargs)
+
+    def _options(self) -> list[str]:
+        base = self._require_base()
+        # --no-defaults must come first: no /etc/mysql/my.cnf, no ~/.my.cnf.
+        return [
+            "--no-defaults",
+            f"--datadir={self.data_dir}",
+            f"--tmpdir={base / 'tmp'}",
+            "--innodb-buffer-pool-size=16M",
+            "--innodb-log-file-size=8M",
+            "--innodb-flush-log-at-trx-commit=0",
+            "--innodb-doublewrite=0",
+            "--skip-log-bin",
+            "--skip-name-resolve",
+        ]
+
+    def _install(self) -> None:
+        base = self._require_base()
+        with open(base / "install.log", "wb") as log:
+            process = self._run_as_server(
+                [
+                    str(self.install_path),
+                    *self._options(),
+                    "--skip-test-db",
+                    # root@localhost without a password, on a socket only we can reach:
+                    # the emulator logs in with it to create the RDS master user.
+                    "--auth-root-authentication-method=normal",
+                    f"--basedir={self.server_path.parent.parent}",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "LC_ALL": "C"},
+            )
+            if process.wait() != 0:
+                raise WarmdbError(f"mariadb-install-db failed: {_tail(base / 'install.log')}")
+
+    def start(self) -> EmbeddedMariaDB:
+        """Create the data directory, start the server and wait until it accepts logins."""
+        if self._process is not None:
+            raise RuntimeError("the server is already running")
+        # mkdtemp creates the directory 0700.
+        self._base = Path(tempfile.mkdtemp(prefix="warmdb-mariadb-"))
+        try:
+            (self._base / "tmp").mkdir(mode=0o700)
+            if self._account is not None:
+                for path in (self._base, self._base / "tmp"):
+                    os.chown(path, *self._account)
+            self._install()
+            args = [
+                str(self.server_path),
+                *self._options(),
+                "--skip-networking",
+                f"--socket={self.socket_path}",
+                f"--pid-file={self._base / 'mariadbd.pid'}",
+                f"--log-error={self.log_path}",
+                "--innodb-buffer-pool-load-at-startup=0",
+                "--innodb-buffer-pool-dump-at-shutdown=0",
+                *(f"--{name.replace('_', '-')}={value}" for name, value in self._settings.items()),
+            ]
+            self._process = self._run_as_server(
+                args,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise WarmdbError(f"mariadbd exited at start: {_tail(self.log_path)}")
+            with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(1.0)
+                sock.connect(self.socket_path)
+                # The greeting comes once the server is ready to authenticate.
+                if sock.recv(1):
+                    return
+            time.sleep(0.01)
+        raise WarmdbError(
+            f"mariadbd did not start within {self.start_timeout} s; see {self.log_path}"
+        )
+
+    def stop(self) -> None:
+        """Stop the server and remove its directory."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            # SIGTERM is MariaDB's normal shutdown; with no durability there is little to do.
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        base, self._base = self._base, None
+        if base is not None:
+            shutil.rmtree(base, ignore_errors=True)
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the server process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs."""
+        return self._process.pid if self._process is not None else None
+
+    def version(self) -> str:
+        """The server version, e.g. ``"10.11.19"``."""
+        out = subprocess.run(
+            [str(self.server_path), "--version"], capture_output=True, text=True, check=True
+        )
+        # "mariadbd  Ver 10.11.19-MariaDB-0+deb12u1 for debian-linux-gnu": after "Ver".
+        match = re.search(r"Ver\s+(\d+(?:\.\d+)+)", out.stdout)
+        return match.group(1) if match else "unknown"
+
+    def __enter__(self) -> EmbeddedMariaDB:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -1,0 +1,200 @@
+"""What ``warmdb bench`` and ``warmdb probe`` run against: the embedded emulator or a host.
+
+With no ``--host``, :func:`open_server` starts the DSQL emulator (:mod:`warmdb.emulator`: TLS,
+IAM tokens checked, DSQL's limits) and puts its credentials in the process environment for
+the run, as Lambda does: ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``, no session token.
+warmdb connects to ``127.0.0.1`` with ``auth="dsql"`` and ``sslmode=require``.
+
+The baselines log in as they would in real life:
+
+- the raw driver sends a *static* password: one token, signed before the run and sent
+  unchanged on every connect (a token is the only password DSQL, and the emulator, accept);
+- aurora-dsql-python-connector gets the endpoint's host name, which it needs to contain
+  ``.dsql`` (it treats anything else as a cluster id), and ``hostaddr=127.0.0.1`` so libpq
+  skips DNS. Drivers without ``hostaddr`` (asyncpg) cannot reach the emulator this way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any
+
+    from warmdb.emulator.service import Emulator
+
+__all__ = ["BenchServer", "ConnectionMonitor", "open_server"]
+
+#: The environment variables a run replaces, and restores afterwards.
+_AWS_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
+
+
+@dataclass
+class BenchServer:
+    """An endpoint to measure, and how every variant reaches it.
+
+    :ivar description: one line for the report (``embedded DSQL emulator 127.0.0.1:5432``).
+    :ivar kwargs: warmdb's ``connect()`` arguments (also for ``warm()``, pools and engines).
+    :ivar environment: variables set for the run and for cold-start processes.
+    :ivar aurora_host: the host name to give aurora-dsql-python-connector.
+    :ivar aurora_hostaddr: the address to give it as ``hostaddr``, or ``None`` for DNS.
+    :ivar emulator: the embedded emulator, when there is one.
+    :ivar notes: lines the report prints under its header.
+    """
+
+    description: str
+    kwargs: dict[str, Any]
+    environment: dict[str, str] = field(default_factory=dict)
+    aurora_host: str | None = None
+    aurora_hostaddr: str | None = None
+    emulator: Emulator | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def aurora_kwargs(self, *, has_hostaddr: bool) -> tuple[dict[str, Any] | None, str]:
+        """aurora-dsql-python-connector's ``connect()`` arguments, or ``None`` and why not."""
+        if self.aurora_host is None or ".dsql" not in self.aurora_host:
+            return None, "the connector needs a DSQL host name (it treats others as cluster ids)"
+        if self.aurora_hostaddr is not None and not has_hostaddr:
+            return None, (
+                f"the driver has no hostaddr, and {self.aurora_host} only exists inside this run"
+            )
+        kwargs: dict[str, Any] = {
+            "host": self.aurora_host,
+            "user": self.kwargs.get("user", "admin"),
+            "region": self.kwargs.get("region"),
+        }
+        if "port" in self.kwargs:
+            kwargs["port"] = self.kwargs["port"]
+        if self.aurora_hostaddr is not None:
+            kwargs["hostaddr"] = self.aurora_hostaddr
+        return {k: v for k, v in kwargs.items() if v is not None}, ""
+
+    def server_connections(self) -> Callable[[], int] | None:
+        """A function returning how many connections the server has open now, if known."""
+        emulator = self.emulator
+        if emulator is not None:
+            return lambda: emulator.stats.current
+        return None
+
+    def peak_connections(self) -> int | None:
+        """The most connections the server has had open at once so far, if it says."""
+        return self.emulator.stats.peak if self.emulator is not None else None
+
+    def close(self) -> None:
+        """Stop the embedded emulator, if any."""
+        emulator, self.emulator = self.emulator, None
+        if emulator is not None:
+            emulator.stop()
+
+
+def embedded(emulator: Emulator) -> BenchServer:
+    """A :class:`BenchServer` for a running *emulator*."""
+    return BenchServer(
+        description=f"embedded DSQL emulator on 127.0.0.1:{emulator.port} (TLS, IAM tokens)",
+        kwargs={
+            "host": "127.0.0.1",
+            "port": emulator.port,
+            "auth": "dsql",
+            "region": emulator.region,
+            "user": "admin",
+            "dbname": "postgres",
+            "sslmode": "require",
+        },
+        environment={
+            "AWS_ACCESS_KEY_ID": emulator.credentials.access_key,
+            "AWS_SECRET_ACCESS_KEY": emulator.credentials.secret_key,
+        },
+        aurora_host=emulator.hostname,
+        aurora_hostaddr="127.0.0.1",
+        emulator=emulator,
+    )
+
+
+def remote(kwargs: Mapping[str, Any]) -> BenchServer:
+    """A :class:`BenchServer` for a real endpoint; credentials come from the caller's setup."""
+    host = str(kwargs.get("host"))
+    port = kwargs.get("port")
+    where = f"{host}:{port}" if port else host
+    return BenchServer(description=where, kwargs=dict(kwargs), aurora_host=host)
+
+
+def open_server(kwargs: Mapping[str, Any] | None, **emulator_options: Any) -> BenchServer:
+    """The server of a run: *kwargs* (warmdb's, with ``host``) or a new embedded emulator."""
+    if kwargs:
+        return remote(kwargs)
+    from warmdb.emulator.service import serve
+
+    return embedded(serve(**emulator_options))
+
+
+class environment:
+    """Set *variables* in ``os.environ`` (removing the other AWS ones) and restore them."""
+
+    def __init__(self, variables: Mapping[str, str]) -> None:
+        self._variables = dict(variables)
+        self._saved: dict[str, str | None] = {}
+
+    def __enter__(self) -> None:
+        if not self._variables:
+            return
+        names = set(_AWS_VARIABLES) | set(self._variables)
+        self._saved = {name: os.environ.get(name) for name in names}
+        for name in names:
+            os.environ.pop(name, None)
+        os.environ.update(self._variables)
+
+    def __exit__(self, *exc_info: object) -> None:
+        for name, value in self._saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved = {}
+
+
+class ConnectionMonitor:
+    """Samples a server's open connections in a thread; :attr:`peak` is the most seen.
+
+    :param count: returns the number of open connections now.
+    :param interval: seconds between samples.
+    """
+
+    def __init__(self, count: Callable[[], int], *, interval: float = 0.005) -> None:
+        self._count = count
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.peak = 0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            # A failed sample (a connection being torn down) must not end the run.
+            with contextlib.suppress(Exception):
+                self.peak = max(self.peak, self._count())
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> ConnectionMonitor:
+        self._thread = threading.Thread(target=self._run, name="warmdb-bench-monitor", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
+    """Poll *predicate* every 10 ms for up to *timeout* seconds; whether it became true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()

@@ -1,4 +1,8 @@
-"""``warmdb emulate``: run a local endpoint that behaves like Aurora DSQL until interrupted."""
+"""``warmdb emulate``: run a local endpoint that behaves like Aurora DSQL until interrupted.
+
+Bad options end the command with one line on standard error and exit status 2, never a
+traceback; other failures (the upstream server will not start) exit with 1.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "printed on exit."
     )
     add = parser.add_argument
+    add(
+        "--engine",
+        choices=("dsql", "rds-postgres", "mysql"),
+        default="dsql",
+        help="the service to emulate: dsql (default), rds-postgres (rds-db tokens, 200 new "
+        "connections/s, no transaction limits), mysql (not available in this build yet)",
+    )
     add("--port", type=int, default=0, help="TCP port (default: a free port, printed)")
     add("--listen", default="127.0.0.1", metavar="ADDRESS", help="address (default 127.0.0.1)")
     add("--region", default="us-east-1", help="region tokens must name (default us-east-1)")
@@ -35,7 +46,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY[/AWS_SESSION_TOKEN] from the environment, "
         "which are accepted in addition to a random pair in any case",
     )
-    add("--data-dir", help="keep the database here (default: a temporary directory)")
+    add(
+        "--session-token",
+        action="store_true",
+        help="issue temporary credentials (ASIA key id and AWS_SESSION_TOKEN), as Lambda "
+        "gives; tokens must carry the session token",
+    )
+    add(
+        "--data-dir",
+        help="keep the database here, mode 0700 (default: a temporary directory)",
+    )
     add("--json", action="store_true", help="print the endpoint as one JSON line once ready")
     add("--time-scale", type=float, default=1.0, metavar="K", help="divide durations by K")
     add(
@@ -52,17 +72,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fail this fraction of COMMITs with 40001 OC000 (default 0)",
     )
     add("--seed", type=int, help="seed for --occ-conflict-rate, for reproducible runs")
-    add("--connection-rate", type=float, default=100.0, help="new connections/s (default 100)")
-    add("--connection-burst", type=int, default=1000, help="connection burst (default 1000)")
-    add("--max-connections", type=int, default=10_000, help="open connections (default 10000)")
-    add("--connection-lifetime", type=float, default=3600.0, help="seconds (default 3600)")
-    add("--transaction-age", type=float, default=300.0, help="seconds (default 300)")
-    add("--transaction-rows", type=int, default=3000, help="modified rows (default 3000)")
+    add(
+        "--connection-rate",
+        type=float,
+        help="new connections/s (default 100 for dsql, 200 for rds-postgres)",
+    )
+    add(
+        "--connection-burst",
+        type=int,
+        help="connection burst (default 1000 for dsql, 200 for rds-postgres)",
+    )
+    add("--max-connections", type=int, help="open connections (default 10000)")
+    add(
+        "--upstream-connections",
+        type=int,
+        default=1000,
+        help="client connections the embedded PostgreSQL is sized for (default 1000)",
+    )
+    add(
+        "--idle-client-timeout",
+        type=float,
+        metavar="S",
+        help="close client connections idle S seconds, as RDS Proxy (default: never)",
+    )
+    add(
+        "--no-sni-check",
+        dest="require_sni",
+        action="store_false",
+        default=None,
+        help="accept TLS clients that send no server name (DSQL refuses them)",
+    )
+    add(
+        "--connection-lifetime",
+        type=float,
+        help="seconds (default 3600 for dsql, none for rds-postgres)",
+    )
+    add("--transaction-age", type=float, help="seconds (default 300; dsql only)")
+    add("--transaction-rows", type=int, help="modified rows (default 3000; dsql only)")
     add(
         "--transaction-bytes",
         type=int,
-        default=10 * 1024 * 1024,
-        help="bytes of statements and data per transaction (default 10 MiB)",
+        help="bytes of statements and data per transaction (default 10 MiB; dsql only)",
     )
     add("--tls-cert", help="server certificate chain (PEM) instead of a generated one")
     add("--tls-key", help="the key of --tls-cert (PEM)")
@@ -79,8 +129,10 @@ def build(args: argparse.Namespace) -> Emulator:
 
     :raises ConfigurationError: inconsistent options, or ``--credentials env`` without them.
     """
+    import dataclasses
+
     from warmdb.auth.credentials import from_environment
-    from warmdb.emulator.limits import Limits
+    from warmdb.emulator.engines import get_engine
     from warmdb.emulator.service import Emulator, random_credentials
     from warmdb.errors import ConfigurationError
 
@@ -91,21 +143,34 @@ def build(args: argparse.Namespace) -> Emulator:
         raise ConfigurationError(
             "--credentials env: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set"
         )
-    primary = environment if args.credentials == "env" else random_credentials()
+    if args.credentials == "env" and args.session_token:
+        raise ConfigurationError("--session-token issues random credentials: not with env")
+    engine = get_engine(args.engine)
+    if args.credentials == "env":
+        primary = environment
+    else:
+        primary = random_credentials(temporary=args.session_token)
     assert primary is not None
     accept = [environment] if environment is not None and environment != primary else []
-    limits = Limits(
-        connection_rate=args.connection_rate,
-        connection_burst=args.connection_burst,
-        max_connections=args.max_connections,
-        connection_lifetime=args.connection_lifetime,
-        transaction_age=args.transaction_age,
-        transaction_rows=args.transaction_rows,
-        transaction_bytes=args.transaction_bytes,
-        time_scale=args.time_scale,
-        token_time_scale=args.token_time_scale,
-    )
+    # Options not given keep the engine's defaults.
+    given = {
+        name: getattr(args, name)
+        for name in (
+            "connection_rate",
+            "connection_burst",
+            "max_connections",
+            "connection_lifetime",
+            "transaction_age",
+            "transaction_rows",
+            "transaction_bytes",
+            "time_scale",
+            "token_time_scale",
+        )
+        if getattr(args, name) is not None
+    }
+    limits = dataclasses.replace(engine.limits, **given)
     return Emulator(
+        engine=engine.name,
         host=args.listen,
         port=args.port,
         region=args.region,
@@ -114,6 +179,9 @@ def build(args: argparse.Namespace) -> Emulator:
         accept=accept,
         limits=limits,
         occ_conflict_rate=args.occ_conflict_rate,
+        upstream_connections=args.upstream_connections,
+        idle_client_timeout=args.idle_client_timeout,
+        require_sni=args.require_sni,
         data_dir=args.data_dir,
         tls_files=(args.tls_cert, args.tls_key) if args.tls_cert else None,
         seed=args.seed,
@@ -125,16 +193,23 @@ def run(args: argparse.Namespace) -> int:
     import json
     import logging
     import signal
+    import sys
     import threading
+
+    from warmdb.errors import ConfigurationError
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    emulator = build(args)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    emulator.start()
+    try:
+        emulator = build(args)
+        emulator.start()
+    except ConfigurationError as exc:
+        print(f"warmdb emulate: error: {exc}", file=sys.stderr)
+        return 2
     try:
         # The user's own secret key is never printed; a random one is the point of printing.
         show_secret = args.credentials == "random"
@@ -142,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
             info = emulator.describe()
             if not show_secret:
                 info["secret_access_key"] = None
+                info["session_token"] = None
             print(json.dumps(info), flush=True)
         else:
             print(_banner(emulator, show_secret=show_secret), flush=True)
@@ -160,18 +236,24 @@ def _banner(emulator: Emulator, *, show_secret: bool) -> str:
     keys = emulator.credentials
     if show_secret:
         credentials = f"AWS_ACCESS_KEY_ID={keys.access_key} AWS_SECRET_ACCESS_KEY={keys.secret_key}"
+        if keys.token is not None:
+            credentials += f" AWS_SESSION_TOKEN={keys.token}"
         note = "(or --credentials env / your own AWS environment keys)"
     else:
         credentials = f"your AWS environment keys (AWS_ACCESS_KEY_ID={keys.access_key})"
         note = ""
     host, port, ca = emulator.hostname, emulator.port, emulator.ca_path
+    if emulator.engine.iam_kind == "rds":
+        token_command = f"warmdb token --auth rds --host {host} --port {port} --user admin"
+    else:
+        token_command = f"warmdb token --host {host}"
     try_line = (
-        f'PGPASSWORD="$(warmdb token --host {host})" psql "host={host} hostaddr={emulator.host} '
+        f'PGPASSWORD="$({token_command})" psql "host={host} hostaddr={emulator.host} '
         f'port={port} user=admin dbname=postgres sslmode=verify-full sslrootcert={ca}"'
     )
     return "\n".join(
         [
-            f"Aurora DSQL-compatible endpoint on {emulator.host}:{port} "
+            f"{emulator.engine.description} on {emulator.host}:{port} "
             f"(embedded PostgreSQL {emulator.postgres_version()})",
             f"  host name   : {host} (also localhost, loopback addresses and names "
             "resolving to them; see --hostname)",

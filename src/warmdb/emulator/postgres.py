@@ -170,13 +170,13 @@ class _Spawner:
         """``subprocess.Popen(args, **kwargs)``, with the child set to die with this process."""
         hook = _die_with_owner_hook()
         if hook is None:
-            return subprocess.Popen(args, **kwargs)  # type: ignore[call-overload, no-any-return]
+            return subprocess.Popen(args, **kwargs)  # type: ignore[call-overload]
         # CPython warns that preexec_fn may deadlock in a threaded parent: the forked child
         # runs Python. This hook only calls prctl (resolved in the parent) and getppid.
         kwargs["preexec_fn"] = hook
 
         def start() -> subprocess.Popen[bytes]:
-            return subprocess.Popen(args, **kwargs)  # type: ignore[call-overload, no-any-return]
+            return subprocess.Popen(args, **kwargs)  # type: ignore[call-overload]
 
         future: Future[subprocess.Popen[bytes]] = Future()
         with self._lock:
@@ -214,7 +214,9 @@ class EmbeddedPostgres:
     :param tcp_host: the address to listen on, or ``None`` for the Unix socket only.
     :param port: the TCP port (also names the socket file); a free port by default.
     :param tls: ``(certificate_pem, key_pem)`` to enable TLS, or ``None``.
-    :param hba: ``pg_hba.conf`` lines; trust over the Unix socket only by default.
+    :param hba: ``pg_hba.conf`` lines; trust over the Unix socket only by default, which is
+        safe because the socket, its directory and the data directory are mode 0700: only
+        the server's OS user (and root) can connect.
     :param settings: extra ``postgresql.conf`` settings (``-c name=value``).
     :param superuser: the bootstrap superuser's name.
     :param bin_dir: server binaries; :func:`find_bin_dir` by default.
@@ -294,7 +296,11 @@ class EmbeddedPostgres:
 
     def _initdb(self) -> None:
         base = self._require_base()
-        self.socket_dir.mkdir(exist_ok=True)
+        self.socket_dir.mkdir(mode=0o700, exist_ok=True)
+        # Private whatever umask or earlier runs left: the socket below is trusted, so no
+        # other OS user may reach it, and the data files are nobody else's business.
+        for path in (base, self.socket_dir):
+            path.chmod(0o700)
         self._chown(base)
         if (self.data_dir / "PG_VERSION").exists():
             return
@@ -336,13 +342,15 @@ class EmbeddedPostgres:
             raise RuntimeError("the server is already running")
         if self._base is None:
             self._base = Path(tempfile.mkdtemp(prefix="warmdb-pg-"))
-        self._base.mkdir(parents=True, exist_ok=True)
+        self._base.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._initdb()
         self._write_config()
         settings = {
             "listen_addresses": self.tcp_host or "",
             "port": str(self.port),
             "unix_socket_directories": str(self.socket_dir),
+            # The socket file itself too: owner only (PostgreSQL's default is 0777).
+            "unix_socket_permissions": "0700",
             "fsync": "off",
             "full_page_writes": "off",
             "synchronous_commit": "off",

@@ -237,42 +237,59 @@ class MessageFramer:
     A returned message is ``type byte + length word + body``, exactly as received, so it can
     be forwarded unchanged; ``msg[0]`` is the type and ``msg[5:]`` the body.
 
+    Linear in the bytes fed: the start of an incomplete message is kept as a list of the
+    chunks received, joined once when the message is complete (a 32 MiB query arriving in
+    64 KiB reads is copied once, not once per read).
+
     :param max_size: the largest message accepted (length word included, type excluded).
     """
 
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
-        self._buffer = bytearray()
+        self._chunks: list[bytes] = []
+        self._size = 0
+        # Bytes the held-back chunks must reach before parsing is worth trying again.
+        self._needed = 0
 
     @property
     def buffered(self) -> int:
         """Bytes held back as the start of an incomplete message."""
-        return len(self._buffer)
+        return self._size
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add *data*; return every message it completes, in order.
 
         :raises ProtocolError: a length word below 4 or above ``max_size``.
         """
-        buffer = self._buffer
-        if buffer:
-            buffer += data
-            view: bytes | bytearray = buffer
+        if self._chunks:
+            self._chunks.append(data)
+            self._size += len(data)
+            if self._size < self._needed:
+                return []
+            view = b"".join(self._chunks)
+            self._chunks = []
+            self._size = 0
         else:
-            view = data
+            view = bytes(data)
         messages: list[bytes] = []
         pos, end = 0, len(view)
+        needed = 5
         while end - pos >= 5:
             (length,) = _INT32.unpack_from(view, pos + 1)
             if not 4 <= length <= self.max_size:
-                self._buffer = bytearray()
                 raise ProtocolError(f"message length {length} out of range")
             stop = pos + 1 + length
             if stop > end:
+                needed = 1 + length
                 break
-            messages.append(bytes(view[pos:stop]))
+            # A slice of the whole of a bytes object is the object itself: no copy.
+            messages.append(view[pos:stop])
             pos = stop
-        self._buffer = bytearray(view[pos:])
+        if pos < end:
+            rest = view[pos:]
+            self._chunks = [rest]
+            self._size = len(rest)
+            self._needed = needed
         return messages
 
 

@@ -20,11 +20,15 @@ import secrets
 import select
 import socket
 import ssl
+import sys
 import threading
 import time
+from typing import NoReturn
 
-from warmdb.emulator import protocol, upstream
+from warmdb.emulator import protocol, tls, upstream
+from warmdb.emulator.engines import DSQL, Engine
 from warmdb.emulator.limits import Limits, TokenBucket
+from warmdb.emulator.passthrough import PassThrough
 from warmdb.emulator.relay import Relay
 from warmdb.emulator.stats import Stats
 
@@ -38,7 +42,9 @@ __all__ = ["Server"]
 
 logger = logging.getLogger(__name__)
 
-_READ_SIZE = 64 * 1024
+_READ_SIZE = 256 * 1024
+# poll() takes milliseconds in a C int: wake at least this often (seconds) with no deadline.
+_LONGEST_WAIT = 3600.0
 _SEND_CHUNK = 256 * 1024
 # Stop reading from one side while this much is waiting to be written to the other.
 _HIGH_WATER = 1024 * 1024
@@ -62,6 +68,13 @@ class Server:
     :param tls_context: the server-side TLS context.
     :param verifier: checks the IAM tokens.
     :param limits: the limits to enforce.
+    :param engine: the emulated service (:data:`warmdb.emulator.engines.DSQL` by default).
+    :param upstream_connections: the most client connections the upstream can hold; beyond
+        it (or ``limits.max_connections``, whichever is lower) clients get the engine's
+        "too many connections" refusal. ``None``: ``limits.max_connections`` alone.
+    :param idle_client_timeout: close a client connection idle (no statement in flight, no
+        byte either way) this long, as RDS Proxy does; seconds of service time, divided by
+        ``limits.time_scale``. ``None`` (default): never.
     :param occ_conflict_rate: the fraction of COMMITs failed with a simulated conflict.
     :param startup_timeout: seconds a client has from connecting to finishing login.
     :param max_message_size: the largest client message accepted, in bytes.
@@ -78,6 +91,9 @@ class Server:
         tls_context: ssl.SSLContext,
         verifier: TokenVerifier,
         limits: Limits,
+        engine: Engine = DSQL,
+        upstream_connections: int | None = None,
+        idle_client_timeout: float | None = None,
         occ_conflict_rate: float = 0.0,
         startup_timeout: float = 10.0,
         max_message_size: int = 64 * 1024 * 1024,
@@ -90,6 +106,11 @@ class Server:
         self.tls_context = tls_context
         self.verifier = verifier
         self.limits = limits
+        self.engine = engine
+        self.max_connections = min(limits.max_connections, upstream_connections or sys.maxsize)
+        self.idle_client_timeout = (
+            None if idle_client_timeout is None else limits.scaled(idle_client_timeout)
+        )
         self.occ_conflict_rate = occ_conflict_rate
         self.startup_timeout = startup_timeout
         self.max_message_size = max_message_size
@@ -105,7 +126,11 @@ class Server:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Bind the listening socket and start accepting."""
+        """Bind the listening socket and start accepting.
+
+        :raises OSError: the address cannot be bound (in use, not local, not an address).
+        """
+        _raise_open_files_limit()
         self._listener = socket.create_server((self.host, self.port), backlog=4096)
         # A short timeout lets the accept loop notice stop() on every platform.
         self._listener.settimeout(0.2)
@@ -160,7 +185,7 @@ class Server:
         """Take a connection slot; return ``None``, or the refusal reason (``rate``...)."""
         if not self._bucket.try_acquire():
             return "rate"
-        if not self.stats.try_open(self.limits.max_connections):
+        if not self.stats.try_open(self.max_connections):
             return "max_connections"
         return None
 
@@ -184,6 +209,19 @@ class Server:
         self.stats.add("cancels")
 
 
+def _raise_open_files_limit() -> None:
+    """Lift the soft open-files limit to the hard one: each client costs two descriptors."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    with contextlib.suppress(ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or soft < hard:
+            target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 class _Session:
     """One client connection: login, then relay until either side closes."""
 
@@ -201,10 +239,12 @@ class _Session:
         self._is_closed = False
         self.upstream: socket.socket | None = None
         self.is_tls = False
+        self.server_name: str | None = None
         self.is_admitted = False
         self.client_key: tuple[int, int] | None = None
         self.thread = threading.Thread(target=self.run, name="warmdb-emulator-session", daemon=True)
-        self.relay: Relay | None = None
+        self.relay: Relay | PassThrough | None = None
+        self.upstream_key: tuple[int, int] | None = None
 
     # Lifecycle ---------------------------------------------------------------------------
 
@@ -235,6 +275,7 @@ class _Session:
 
     def _close(self) -> None:
         self.server.forget(self)
+        self._cancel_in_flight()
         if self.is_tls:
             # Send TLS close_notify without waiting for the peer's: libpq (OpenSSL 3) reports
             # a bare EOF as an error, e.g. after an encrypted cancel request.
@@ -250,6 +291,21 @@ class _Session:
         if self.is_admitted:
             self.stats.close()
 
+    def _cancel_in_flight(self) -> None:
+        """Stop the upstream statement still running for this client, if any.
+
+        Closing the upstream socket alone does not: PostgreSQL notices a vanished client only
+        when it next reads or writes, so a long statement would keep running and holding its
+        locks. Cancelled, the backend then reads the end of the stream and exits, rolling
+        back and releasing every lock.
+        """
+        if self.upstream_key is None or self.relay is None or not self.relay.cycles:
+            return
+        try:
+            upstream.send_cancel(self.server.upstream_path, *self.upstream_key, timeout=2.0)
+        except OSError as exc:
+            logger.warning("could not cancel the upstream statement of a closed client: %s", exc)
+
     def _run(self) -> None:
         deadline = time.monotonic() + self.server.startup_timeout
         startup = self._startup(deadline)
@@ -257,18 +313,22 @@ class _Session:
             return
         user = startup.params["user"]
         if not self.is_tls:
-            self._refuse("no_tls")
+            self._refuse("no_tls", user=user)
+        if self.server.engine.require_sni and self.server_name is None:
+            self._refuse("no_sni", user=user)
         reason = self.server.admit()
         if reason is not None:
-            self._refuse(reason)
+            self._refuse(reason, user=user)
         self.is_admitted = True
         self._authenticate(user, deadline)
         self._connect_upstream(startup.params, deadline)
         self.stats.add("accepted")
         self._relay()
 
-    def _refuse(self, reason: str, *, user: str = "", detail: str | None = None) -> None:
-        refusal = self.limits.refusal(reason)
+    def _refuse(
+        self, reason: str, *, user: str = "", detail: str | None = None, send: bool = True
+    ) -> NoReturn:
+        refusal = self.server.engine.refusal(self.limits, reason)
         message = refusal.message.replace("{user}", user)
         self.stats.reject(reason, detail)
         logger.info(
@@ -277,8 +337,11 @@ class _Session:
             reason,
             f": {detail}" if detail else "",
         )
-        with contextlib.suppress(OSError):
-            self.client.sendall(protocol.error_response(refusal.code, message, severity="FATAL"))
+        if send:
+            with contextlib.suppress(OSError):
+                self.client.sendall(
+                    protocol.error_response(refusal.code, message, severity="FATAL")
+                )
         raise _Refused
 
     # Login -------------------------------------------------------------------------------
@@ -307,7 +370,9 @@ class _Session:
                     self.client, server_side=True, do_handshake_on_connect=False
                 )
                 self.client.settimeout(max(0.001, deadline - time.monotonic()))
-                self.client.do_handshake()  # type: ignore[attr-defined]
+                tls.take_server_name()
+                self.client.do_handshake()
+                self.server_name = tls.take_server_name()
                 self.is_tls = True
             elif isinstance(packet, protocol.GSSEncRequest):
                 if self.is_tls:
@@ -324,7 +389,15 @@ class _Session:
         framer = protocol.MessageFramer(_PASSWORD_MAX)
         messages: list[bytes] = []
         while not messages:
-            messages = framer.feed(self._recv(_PASSWORD_MAX, deadline))
+            try:
+                data = self._recv(_PASSWORD_MAX, deadline)
+            except (OSError, EOFError) as exc:
+                # libpq with no password hangs up here ("fe_sendauth: no password supplied"):
+                # a login that failed authentication, not a malformed one.
+                self._refuse(
+                    "auth", user=user, detail="no_password", send=not isinstance(exc, EOFError)
+                )
+            messages = framer.feed(data)
         if len(messages) > 1 or framer.buffered:
             raise protocol.ProtocolError("messages after the password, before the answer")
         reason = self.server.verifier.check(protocol.password_from_message(messages[0]), user)
@@ -340,10 +413,11 @@ class _Session:
             # DSQL has one database, "postgres"; libpq would default to the user name.
             "database": client_params.get("database") or "postgres",
             **params,
+        }
+        if self.server.engine.dsql_transactions:
             # DSQL runs every transaction at REPEATABLE READ; so must the upstream, for
             # concurrent conflicting writes to fail as they would there.
-            "default_transaction_isolation": "repeatable read",
-        }
+            params["default_transaction_isolation"] = "repeatable read"
         try:
             self.upstream = upstream.connect(
                 self.server.upstream_path, max(0.001, deadline - time.monotonic())
@@ -370,9 +444,13 @@ class _Session:
                 if kind == b"R" and protocol.authentication_code(message) != 0:
                     raise protocol.ProtocolError("the upstream server asked for a password")
                 if kind == b"K":
-                    upstream_key = protocol.parse_backend_key_data(message)
-                    self.client_key = self.server.register_backend(upstream_key)
+                    self.upstream_key = protocol.parse_backend_key_data(message)
+                    self.client_key = self.server.register_backend(self.upstream_key)
                     message = protocol.backend_key_data(*self.client_key)
+                if kind == b"E" and protocol.error_fields(message).get("C") == "53300":
+                    # The upstream is full: the service's own words, never PostgreSQL's
+                    # "sorry, too many clients already" on an endpoint that is not one.
+                    self._refuse("max_connections", user=client_params["user"])
                 out.append(message)
                 if kind == b"E":
                     # E.g. an unknown role: the upstream's own FATAL error says it best.
@@ -382,16 +460,21 @@ class _Session:
                     self.client.sendall(b"".join(out))
                     raise _Refused
                 if kind == b"Z":
-                    self.relay = Relay(
-                        limits=self.limits,
-                        stats=self.stats,
-                        occ_conflict_rate=self.server.occ_conflict_rate,
-                        rng=self.server.rng,
-                        clock=self.server.clock,
-                        status=protocol.ready_status(message),
-                    )
+                    self.relay = self._new_relay(protocol.ready_status(message))
                     self.client.sendall(b"".join(out))
                     return
+
+    def _new_relay(self, status: bytes) -> Relay | PassThrough:
+        if not self.server.engine.dsql_transactions:
+            return PassThrough(stats=self.stats)
+        return Relay(
+            limits=self.limits,
+            stats=self.stats,
+            occ_conflict_rate=self.server.occ_conflict_rate,
+            rng=self.server.rng,
+            clock=self.server.clock,
+            status=status,
+        )
 
     # Relay -------------------------------------------------------------------------------
 
@@ -401,6 +484,8 @@ class _Session:
         client, up, relay = self.client, self.upstream, self.relay
         clock = self.server.clock
         lifetime_end = clock() + self.limits.scaled(self.limits.connection_lifetime)
+        idle_timeout = self.server.idle_client_timeout
+        last_active = clock()
         self.client_framer = protocol.MessageFramer(self.server.max_message_size)
         client.setblocking(False)
         up.setblocking(False)
@@ -412,10 +497,20 @@ class _Session:
         for fd, mask in masks.items():
             poller.register(fd, mask)
         while True:
-            remaining = lifetime_end - clock()
+            now = clock()
+            remaining = lifetime_end - now
             if remaining <= 0:
                 self._expire()
                 return
+            if idle_timeout is not None:
+                if relay.cycles or relay.to_client or relay.to_upstream:
+                    last_active = now
+                idle_left = last_active + idle_timeout - now
+                if idle_left <= 0:
+                    self._close_idle()
+                    return
+                remaining = min(remaining, idle_left)
+            remaining = min(remaining, _LONGEST_WAIT)
             read_client = len(relay.to_upstream) < _HIGH_WATER
             wanted = (
                 (
@@ -443,8 +538,10 @@ class _Session:
                         client_ready = True
                     else:
                         up_ready = True
-            if client_ready and not self._from_client():
-                return
+            if client_ready:
+                last_active = clock()
+                if not self._from_client():
+                    return
             if up_ready and not self._from_upstream():
                 self._flush_before_close()
                 return
@@ -471,8 +568,14 @@ class _Session:
                 self.client.settimeout(1.0)
                 self.client.sendall(self.relay.to_client)
 
+    def _close_idle(self) -> None:
+        # RDS Proxy closes an idle client connection without a word: the client learns at
+        # its next statement ("server closed the connection unexpectedly", MySQL's 2013).
+        self.stats.add("idle_closed")
+        logger.info("connection from %s closed: idle client timeout", self.peer)
+
     def _expire(self) -> None:
-        refusal = self.limits.refusal("lifetime")
+        refusal = self.server.engine.refusal(self.limits, "lifetime")
         self.stats.add("expired")
         logger.info("connection from %s closed: lifetime reached", self.peer)
         assert self.relay is not None

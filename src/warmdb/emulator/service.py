@@ -9,9 +9,13 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import ipaddress
+import re
 import secrets
 import shutil
+import ssl
 import string
 import tempfile
 import time
@@ -19,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from warmdb.auth.credentials import Credentials
-from warmdb.auth.tokens import DSQL_SERVICE, TokenSpec, sign_token
+from warmdb.auth.tokens import TokenSpec, sign_token
 from warmdb.emulator import tls, upstream
+from warmdb.emulator.engines import get_engine
 from warmdb.emulator.limits import Limits
 from warmdb.emulator.postgres import EmbeddedPostgres
 from warmdb.emulator.server import Server
@@ -38,6 +43,12 @@ __all__ = ["Emulator", "random_credentials", "serve"]
 
 DEFAULT_REGION = "us-east-1"
 SUPERUSER = "postgres"
+#: Client connections the upstream is sized for by default (see docs/emulator.md for the
+#: memory each one costs).
+DEFAULT_UPSTREAM_CONNECTIONS = 1_000
+# Backends of closed clients take a moment to exit: room for them beyond the admitted count.
+_UPSTREAM_HEADROOM = 20
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
 # DSQL's "admin" may create roles, schemas and tables; a superuser upstream is the simplest
 # role that can do all of that in PostgreSQL 15+, where PUBLIC may not create in "public".
 _CREATE_ADMIN = """
@@ -49,25 +60,64 @@ END$$;
 """
 
 
-def random_credentials() -> Credentials:
-    """A fresh access key id and secret key, shaped like AWS's (``AKIA`` + 16, 40 chars)."""
+def random_credentials(*, temporary: bool = False) -> Credentials:
+    """A fresh access key id and secret key, shaped like AWS's (``AKIA`` + 16, 40 chars).
+
+    :param temporary: issue temporary credentials instead, as Lambda gives a function: an
+        ``ASIA`` key id and a session token (random base64, about as long as STS's), which
+        every token must then carry.
+    """
     upper = string.ascii_uppercase + string.digits
-    access_key = "AKIA" + "".join(secrets.choice(upper) for _ in range(16))
+    prefix = "ASIA" if temporary else "AKIA"
+    access_key = prefix + "".join(secrets.choice(upper) for _ in range(16))
     secret_key = "".join(
         secrets.choice(string.ascii_letters + string.digits + "+/") for _ in range(40)
     )
-    return Credentials(access_key, secret_key)
+    session_token = base64.b64encode(secrets.token_bytes(600)).decode() if temporary else None
+    return Credentials(access_key, secret_key, session_token)
+
+
+def _check_region(region: str) -> None:
+    if not _REGION.fullmatch(region):
+        raise ConfigurationError(f"region={region!r} is not an AWS region name (e.g. us-east-1)")
+
+
+def _check_host(host: str) -> None:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            raise ConfigurationError(
+                f"host={host!r} must be an IP address to listen on (e.g. 127.0.0.1)"
+            ) from None
+
+
+def _check_data_dir(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise ConfigurationError(f"data_dir={str(path)!r} exists and is not a directory")
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"data_dir={str(path)!r} cannot be created: {exc.strerror}"
+        ) from None
 
 
 class Emulator:
     """A local endpoint that behaves like Aurora DSQL. Start it, or use it as a context manager.
 
+    :param engine: the emulated service: ``"dsql"`` (default) or ``"rds-postgres"`` (RDS
+        IAM tokens, 200 new connections/s, no transaction limits); see
+        :mod:`warmdb.emulator.engines`.
     :param host: the address to listen on, ``127.0.0.1`` by default.
     :param port: the TCP port; a free port by default (0).
     :param region: the region tokens must be signed for, ``us-east-1`` by default.
-    :param hostname: the endpoint's host name, ``local.dsql.REGION.on.aws`` by default. Tokens
-        for it, ``localhost``, loopback addresses and names resolving to loopback are accepted.
+    :param hostname: the endpoint's host name, ``local.dsql.REGION.on.aws`` by default (the
+        engine's). Tokens for it, ``localhost``, loopback addresses and names resolving to
+        loopback are accepted.
     :param credentials: the key pair clients sign with; a random one by default.
+    :param temporary_credentials: make the random key pair temporary credentials with a
+        session token, as Lambda's (``--session-token``); tokens must then carry it.
     :param accept: more credentials to accept (e.g. the caller's own AWS environment keys).
     :param limits: DSQL's limits by default; ``limits.time_scale`` also scales token expiry
         unless ``limits.token_time_scale`` is set.
@@ -76,6 +126,13 @@ class Emulator:
     :param token_time_scale: replaces ``limits.token_time_scale`` when given: token expiry is
         divided by it instead of ``time_scale`` (1 keeps tokens on real time).
     :param occ_conflict_rate: the fraction (0 to 1) of COMMITs failed with 40001 OC000.
+    :param upstream_connections: client connections the upstream PostgreSQL is sized for,
+        1,000 by default; clients beyond it (or ``limits.max_connections``) are refused with
+        the engine's "too many connections".
+    :param idle_client_timeout: close client connections idle this long (seconds, scaled by
+        ``time_scale``), as RDS Proxy's ``IdleClientTimeout`` does; ``None`` (default): never.
+    :param require_sni: refuse TLS clients that send no server name; the engine's default
+        (DSQL: yes, RDS: no) when ``None``.
     :param data_dir: keep the upstream's data here; a temporary directory by default.
     :param tls_files: ``(certificate_chain_path, key_path)`` to use instead of generating them.
     :param startup_timeout: seconds a client has to finish logging in, 10 by default.
@@ -86,16 +143,21 @@ class Emulator:
     def __init__(
         self,
         *,
+        engine: str = "dsql",
         host: str = "127.0.0.1",
         port: int = 0,
         region: str = DEFAULT_REGION,
         hostname: str | None = None,
         credentials: Credentials | None = None,
+        temporary_credentials: bool = False,
         accept: Iterable[Credentials] = (),
         limits: Limits | None = None,
         time_scale: float | None = None,
         token_time_scale: float | None = None,
         occ_conflict_rate: float = 0.0,
+        upstream_connections: int = DEFAULT_UPSTREAM_CONNECTIONS,
+        idle_client_timeout: float | None = None,
+        require_sni: bool | None = None,
         data_dir: str | os.PathLike[str] | None = None,
         tls_files: tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
         startup_timeout: float = 10.0,
@@ -110,11 +172,22 @@ class Emulator:
             raise ConfigurationError(f"port={port!r} must be between 0 and 65535")
         if startup_timeout <= 0:
             raise ConfigurationError(f"startup_timeout={startup_timeout!r} must be positive")
+        if upstream_connections < 1:
+            raise ConfigurationError(
+                f"upstream_connections={upstream_connections!r} must be at least 1"
+            )
+        if idle_client_timeout is not None and not idle_client_timeout > 0:
+            raise ConfigurationError(
+                f"idle_client_timeout={idle_client_timeout!r} must be greater than 0"
+            )
+        _check_region(region)
+        _check_host(host)
+        self.engine = get_engine(engine)
         self.host = host
         self.region = region
-        self.hostname = (hostname or f"local.dsql.{region}.on.aws").lower()
-        self.credentials = credentials or random_credentials()
-        self.limits = limits or Limits()
+        self.hostname = (hostname or self.engine.hostname.format(region=region)).lower()
+        self.credentials = credentials or random_credentials(temporary=temporary_credentials)
+        self.limits = limits or self.engine.limits
         if time_scale is not None:
             self.limits = dataclasses.replace(self.limits, time_scale=time_scale)
         if token_time_scale is not None:
@@ -122,7 +195,14 @@ class Emulator:
         self._accept = [self.credentials, *accept]
         self._port = port
         self._occ_conflict_rate = occ_conflict_rate
-        self._data_dir = data_dir
+        self._upstream_connections = upstream_connections
+        self._idle_client_timeout = idle_client_timeout
+        self._require_sni = self.engine.require_sni if require_sni is None else require_sni
+        self._data_dir = Path(data_dir) if data_dir is not None else None
+        if tls_files is not None:
+            for path in tls_files:
+                if not Path(path).is_file():
+                    raise ConfigurationError(f"TLS file {str(path)!r} does not exist")
         self._tls_files = tls_files
         self._startup_timeout = startup_timeout
         self._seed = seed
@@ -141,11 +221,21 @@ class Emulator:
         import random
 
         try:
+            if self._data_dir is not None:
+                _check_data_dir(self._data_dir)
+            # mkdtemp makes it 0700: keys and sockets below it are the owner's alone.
             self._workdir = Path(tempfile.mkdtemp(prefix="warmdb-emulate-"))
             files = self._tls()
             self._ca_path = files.ca_path
+            try:
+                tls_context = tls.server_context(files)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigurationError(f"TLS certificate or key unusable: {exc}") from None
             self._postgres = EmbeddedPostgres(
-                data_dir=self._data_dir, superuser=SUPERUSER, bin_dir=self._bin_dir
+                data_dir=self._data_dir,
+                superuser=SUPERUSER,
+                bin_dir=self._bin_dir,
+                settings=self._upstream_settings(),
             ).start()
             path = upstream.socket_path(self._postgres.socket_dir, self._postgres.port)
             upstream.run_sql(path, SUPERUSER, _CREATE_ADMIN)
@@ -153,25 +243,48 @@ class Emulator:
                 self._accept,
                 region=self.region,
                 hosts=HostRule([self.hostname]),
+                kind=self.engine.iam_kind,
                 time_scale=self.limits.token_scale,
             )
+            engine = dataclasses.replace(self.engine, require_sni=self._require_sni)
             server = Server(
                 host=self.host,
                 port=self._port,
                 upstream_path=path,
-                tls_context=tls.server_context(files),
+                tls_context=tls_context,
                 verifier=verifier,
                 limits=self.limits,
+                engine=engine,
+                upstream_connections=self._upstream_connections,
+                idle_client_timeout=self._idle_client_timeout,
                 occ_conflict_rate=self._occ_conflict_rate,
                 startup_timeout=self._startup_timeout,
                 rng=random.Random(self._seed),  # noqa: S311 - simulated conflicts only
             )
-            server.start()
+            try:
+                server.start()
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"cannot listen on {self.host} port {self._port}: {exc.strerror or exc}"
+                ) from None
+            # RDS tokens name the port: known only once bound when it was 0.
+            verifier.port = server.port
             self._server = server
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _upstream_settings(self) -> dict[str, str]:
+        settings = {
+            "max_connections": str(self._upstream_connections + _UPSTREAM_HEADROOM),
+            # The emulator's clients log in as superusers ("admin"): no slots held back.
+            "superuser_reserved_connections": "0",
+            # A backend whose client vanished mid-statement notices within a second even
+            # if the session could not cancel it.
+            "client_connection_check_interval": "1s",
+        }
+        return settings
 
     def _tls(self) -> tls.TlsFiles:
         assert self._workdir is not None
@@ -235,9 +348,13 @@ class Emulator:
         return self.upstream.version()
 
     def token(self, user: str = "admin", *, expires_in: int = 900, host: str | None = None) -> str:
-        """Sign a token for *user* with the emulator's credentials, as a client would."""
+        """Sign a token for *user* with the emulator's credentials, as a client would.
+
+        A DSQL token for the ``dsql`` engine, an ``rds-db`` token (host and port) for the RDS
+        engines.
+        """
         spec = TokenSpec(
-            kind=DSQL_SERVICE,
+            kind=self.engine.iam_kind,
             host=host or self.hostname,
             port=self.port,
             region=self.region,
@@ -269,10 +386,13 @@ class Emulator:
             "region": self.region,
             "hostname": self.hostname,
             "ca_path": str(self.ca_path),
+            "engine": self.engine.name,
             "access_key_id": self.credentials.access_key,
             "secret_access_key": self.credentials.secret_key,
+            "session_token": self.credentials.token,
             "postgres_version": self.postgres_version(),
-            # The upstream trusts its Unix socket: for benchmarks and debugging by the same user.
+            # The upstream trusts its Unix socket, which only this OS user (and root) can
+            # reach: for benchmarks and debugging by the same user.
             "upstream_socket_dir": str(self.upstream.socket_dir),
             "upstream_port": self.upstream.port,
         }

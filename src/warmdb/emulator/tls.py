@@ -14,13 +14,17 @@ import datetime
 import ipaddress
 import os
 import ssl
+import threading
 from pathlib import Path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-__all__ = ["TlsFiles", "generate", "server_context"]
+__all__ = ["TlsFiles", "generate", "server_context", "take_server_name"]
+
+# The handshake runs in the session's own thread: the name it received is kept per thread.
+_received = threading.local()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,8 +126,27 @@ def generate(directory: Path, host_names: Iterable[str]) -> TlsFiles:
 
 
 def server_context(files: TlsFiles) -> ssl.SSLContext:
-    """A server-side TLS context (TLS 1.2 or newer) for *files*."""
+    """A server-side TLS context (TLS 1.2 or newer) for *files*; it records SNI names."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(files.cert_path, files.key_path)
+    context.sni_callback = _remember_server_name
     return context
+
+
+def _remember_server_name(
+    sock: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, context: ssl.SSLContext
+) -> None:
+    _received.name = server_name
+
+
+def take_server_name() -> str | None:
+    """The SNI server name of the last handshake in this thread, then forget it.
+
+    Call it once before a handshake (to forget a previous one) and once after: ``None``
+    means the client sent no server name (libpq sends none for an IP address host, or with
+    ``sslsni=0``).
+    """
+    name: str | None = getattr(_received, "name", None)
+    _received.name = None
+    return name

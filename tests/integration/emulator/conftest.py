@@ -30,13 +30,17 @@ def tls_context(dsql: Emulator) -> ssl.SSLContext:
 
 
 async def asyncpg_admin(dsql: Emulator, password: str | None = None) -> asyncpg.Connection:
-    """An asyncpg connection as ``admin`` over verified TLS, with a fresh token by default."""
+    """An asyncpg connection as ``admin`` over verified TLS, with a fresh token by default.
+
+    To ``localhost``, not ``127.0.0.1``: a TLS client sends no server name (SNI) for an IP
+    address, and DSQL, like the emulator, refuses a connection without one.
+    """
     return await asyncpg.connect(
-        host="127.0.0.1",
+        host="localhost",
         port=dsql.port,
         user="admin",
         database="postgres",
-        password=password if password is not None else dsql.token(host="127.0.0.1"),
+        password=password if password is not None else dsql.token(host="localhost"),
         ssl=tls_context(dsql),
     )
 

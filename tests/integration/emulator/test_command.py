@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -58,6 +59,7 @@ def test_json_mode_serves_and_prints_stats(tmp_path):
         info = json.loads(process.stdout.readline())
         ready = time.monotonic() - started
         assert set(info) == {
+            "engine",
             "host",
             "port",
             "region",
@@ -65,6 +67,7 @@ def test_json_mode_serves_and_prints_stats(tmp_path):
             "ca_path",
             "access_key_id",
             "secret_access_key",
+            "session_token",
             "postgres_version",
             "upstream_socket_dir",
             "upstream_port",
@@ -149,8 +152,27 @@ def test_missing_environment_credentials_is_an_error():
         env=env,
         timeout=30,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "AWS_ACCESS_KEY_ID" in result.stderr
+    assert_one_line(result.stderr)
+
+
+def assert_one_line(stderr: str) -> None:
+    assert "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+
+
+@pytest.fixture(scope="module")
+def busy_port():
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        yield sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def a_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("options") / "file"
+    path.write_text("not a directory")
+    return path
 
 
 @pytest.mark.parametrize(
@@ -159,17 +181,29 @@ def test_missing_environment_credentials_is_an_error():
         (["--max-connections", "0"], "max_connections"),
         (["--occ-conflict-rate", "2"], "occ_conflict_rate"),
         (["--tls-cert", "x.pem"], "--tls-key"),
+        (["--tls-cert", "/nonexistent/c.pem", "--tls-key", "/nonexistent/k.pem"], "c.pem"),
+        (["--listen", "not an address"], "host="),
+        (["--listen", "192.0.2.1"], "cannot listen on 192.0.2.1"),
+        (["--region", "Mars"], "region="),
+        (["--engine", "mysql"], "not available"),
+        (["--idle-client-timeout", "0"], "idle_client_timeout"),
+        (["--data-dir", "{file}"], "not a directory"),
+        (["--data-dir", "{file}/below"], "cannot be created"),
+        (["--port", "{busy}"], "cannot listen on 127.0.0.1 port"),
     ],
 )
-def test_bad_options(args, message):
+def test_bad_options_are_one_line_and_exit_2(args, message, busy_port, a_file):
+    args = [a.format(file=a_file, busy=busy_port) for a in args]
     result = subprocess.run(
         [sys.executable, "-m", "warmdb", "emulate", *args],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=60,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2, result.stderr
     assert message in result.stderr
+    assert result.stderr.startswith("warmdb emulate: error: ")
+    assert_one_line(result.stderr)
 
 
 def is_alive(pid: int) -> bool:

@@ -60,10 +60,10 @@ def test_psycopg2(dsql_emulator, source):
 
 @pytest.mark.parametrize("source", TOKEN_SOURCES)
 def test_asyncpg(dsql_emulator, source):
-    """asyncpg connects to 127.0.0.1 and signs for it; TLS is verified against the CA."""
+    """asyncpg connects to localhost and signs for it; TLS is verified against the CA."""
 
     async def main() -> object:
-        conn = await asyncpg_admin(dsql_emulator, admin_token(dsql_emulator, source, "127.0.0.1"))
+        conn = await asyncpg_admin(dsql_emulator, admin_token(dsql_emulator, source, "localhost"))
         try:
             return await conn.fetchval("select current_user")
         finally:
@@ -143,7 +143,7 @@ def test_warmdb_asyncpg_driver_module(signing_environment):
 
     async def main() -> object:
         conn = await warmdb.asyncpg.connect(
-            host="127.0.0.1",
+            host="localhost",
             port=dsql.port,
             auth="dsql",
             region=dsql.region,

@@ -412,7 +412,9 @@ class Sidecar:
         # X-Amz-Date has whole seconds: the server counts the lifetime from there.
         self._token_issued_at = float(int(now))
         self._token_expires_at = self._token_issued_at + self.plan.token_duration / self.time_scale
-        self._next_refresh = now + self.plan.refresh_interval
+        # Counted from the dated second too, so the old token always keeps a third of its
+        # lifetime when the new one is written.
+        self._next_refresh = self._token_issued_at + self.plan.refresh_interval
 
     def _write_state(self) -> None:
         assert self.caps is not None
@@ -508,8 +510,8 @@ class Sidecar:
             self._next_refresh = self._clock() + retry
             return
         process.reload()
-        self.refreshes += 1
         self._write_state()
+        self.refreshes += 1
         logger.info("new token written; PgBouncer reloaded (refresh %d)", self.refreshes)
 
 

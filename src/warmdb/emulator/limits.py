@@ -45,6 +45,9 @@ REFUSALS = {
     "transaction_rows": Refusal("54000", "transaction row limit exceeded"),
     "transaction_size": Refusal("54000", "transaction size limit {mb}mb exceeded"),
     "occ": Refusal("40001", "OC000 mutation conflicts with another transaction, retry as needed"),
+    "occ_schema": Refusal(
+        "40001", "OC001 schema has been updated by another transaction, retry as needed"
+    ),
     "auth": Refusal("28000", 'IAM authentication failed for user "{user}"'),
     # The emulator's own wording: DSQL's plaintext refusal is not documented.
     "no_tls": Refusal("28000", "TLS is required: connect with sslmode=require or stricter"),
@@ -74,6 +77,10 @@ class Limits:
         default) means ``time_scale``. E.g. ``time_scale=3600, token_time_scale=1``: an
         hour-long connection lifetime lasts one second while tokens expire in real time, as
         a client's token cache expects.
+    :ivar sql_checks: refuse the SQL DSQL refuses (unsupported statements, more than one DDL
+        or DDL with DML in a transaction), as DSQL does; ``True`` by default. ``False`` is the
+        "postgres-compatible" mode: any PostgreSQL statement runs, while tokens, limits and
+        conflicts are still DSQL's (see ``docs/emulator-sql.md``).
     """
 
     connection_rate: float = 100.0
@@ -85,11 +92,12 @@ class Limits:
     transaction_bytes: int = 10 * 1024 * 1024
     time_scale: float = 1.0
     token_time_scale: float | None = None
+    sql_checks: bool = True
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if value is not None:
+            if value is not None and not isinstance(value, bool):
                 _positive(field.name, value)
 
     def scaled(self, seconds: float) -> float:

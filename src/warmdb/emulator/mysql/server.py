@@ -39,7 +39,7 @@ from warmdb.emulator.limits import TokenBucket
 from warmdb.emulator.mysql import limits as limits_module
 from warmdb.emulator.mysql import packets, upstream
 from warmdb.emulator.mysql.limits import MySQLLimits, MySQLStats
-from warmdb.emulator.mysql.packets import HandshakeResponse, PacketFramer, ProtocolError
+from warmdb.emulator.mysql.packets import HandshakeResponse, ProtocolError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -296,26 +296,31 @@ class _Session:
         )
         raise _Refused
 
-    def _read(self, framer: PacketFramer, deadline: float) -> bytes:
-        while True:
-            found = framer.feed(b"")
-            if not found:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError("login took too long")
-                self.client.settimeout(remaining)
-                data = self.client.recv(_LOGIN_PACKET_MAX)
-                if not data:
-                    raise EOFError("client closed the connection")
-                found = framer.feed(data)
-            if found:
-                if len(found) > 1 or framer.buffered:
-                    raise ProtocolError("packets sent before the server's answer")
-                packet = found[0]
-                if packet.seq != (self.seq + 1) & 0xFF:
-                    raise ProtocolError("packet out of order")
-                self.seq = packet.seq
-                return packet.payload
+    def _recv_exact(self, size: int, deadline: float) -> bytes:
+        # Never more than asked: right after the SSLRequest the TLS handshake follows in the
+        # same stream, and its bytes must stay in the socket for the TLS layer.
+        chunks = bytearray()
+        while len(chunks) < size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("login took too long")
+            self.client.settimeout(remaining)
+            data = self.client.recv(size - len(chunks))
+            if not data:
+                raise EOFError("client closed the connection")
+            chunks += data
+        return bytes(chunks)
+
+    def _read(self, deadline: float) -> bytes:
+        """One login packet from the client, in sequence."""
+        header = self._recv_exact(4, deadline)
+        size = int.from_bytes(header[:3], "little")
+        if size > _LOGIN_PACKET_MAX:
+            raise ProtocolError(f"login packet of {size} bytes exceeds {_LOGIN_PACKET_MAX}")
+        if header[3] != (self.seq + 1) & 0xFF:
+            raise ProtocolError("packet out of order")
+        self.seq = header[3]
+        return self._recv_exact(size, deadline)
 
     def _run(self) -> None:
         deadline = time.monotonic() + self.limits.login_timeout
@@ -329,8 +334,7 @@ class _Session:
             auth_plugin=packets.NATIVE_PASSWORD,
         )
         self.client.sendall(packets.encode_packet(0, greeting.encode()))
-        framer = PacketFramer(_LOGIN_PACKET_MAX)
-        response = packets.parse_handshake_response(self._read(framer, deadline))
+        response = packets.parse_handshake_response(self._read(deadline))
         if response.is_ssl_request:
             self.client = self.server.tls_context.wrap_socket(
                 self.client, server_side=True, do_handshake_on_connect=False
@@ -338,14 +342,14 @@ class _Session:
             self.client.settimeout(max(0.001, deadline - time.monotonic()))
             self.client.do_handshake()
             self.is_tls = True
-            response = packets.parse_handshake_response(self._read(framer, deadline))
+            response = packets.parse_handshake_response(self._read(deadline))
             if response.is_ssl_request:
                 raise ProtocolError("SSLRequest inside TLS")
         if not self.is_tls:
             self._refuse("no_tls", response.user, has_password=bool(response.auth_response))
         if response.capabilities & packets.REQUIRED != packets.REQUIRED:
             raise ProtocolError("the client cannot switch authentication plugins")
-        token = self._password(response, framer, deadline)
+        token = self._password(response, deadline)
         if not self.server.admit(token):
             self._refuse("rate", response.user)
         reason = self.server.verifier.check(token, response.user)
@@ -356,11 +360,11 @@ class _Session:
         self.stats.add("accepted")
         self._relay()
 
-    def _password(self, response: HandshakeResponse, framer: PacketFramer, deadline: float) -> str:
+    def _password(self, response: HandshakeResponse, deadline: float) -> str:
         if response.auth_plugin == packets.CLEAR_PASSWORD:
             return packets.clear_password(response.auth_response)
         self._send(packets.auth_switch_request(packets.CLEAR_PASSWORD))
-        return packets.clear_password(self._read(framer, deadline))
+        return packets.clear_password(self._read(deadline))
 
     def _login_upstream(self, response: HandshakeResponse, deadline: float) -> None:
         try:

@@ -31,7 +31,7 @@ from warmdb.errors import ConfigurationError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import os
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     from warmdb.auth.credentials import Credentials
     from warmdb.emulator.mysql.limits import MySQLStatsSnapshot
@@ -63,6 +63,8 @@ class MySQLEmulator:
     :param iam_connect_rate: new IAM logins per second.
     :param max_connections: MariaDB's ``max_connections``.
     :param tls_files: ``(certificate_chain_path, key_path)`` to use instead of generating them.
+    :param clock: the monotonic clock of the connect ceiling and the idle timeout;
+        :func:`time.monotonic` unless a test freezes it.
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class MySQLEmulator:
         iam_connect_rate: float | None = None,
         max_connections: int | None = None,
         tls_files: tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 0 <= port <= 65535:
             raise ConfigurationError(f"port={port!r} must be between 0 and 65535")
@@ -99,6 +102,7 @@ class MySQLEmulator:
         self._accept = [self.credentials, *accept]
         self._port = port
         self._tls_files = tls_files
+        self._clock = clock
         self._workdir: Path | None = None
         self._mariadb: EmbeddedMariaDB | None = None
         self._server: MySQLServer | None = None
@@ -148,6 +152,7 @@ class MySQLEmulator:
                 tls_context=tls.server_context(files),
                 verifier=verifier,
                 limits=self.limits,
+                clock=self._clock,
             )
             listener = None
             server.start()

@@ -361,6 +361,7 @@ class Sidecar:
                         f"{stat.S_IMODE(info.st_mode):o}): it holds secrets; use a 0700 directory"
                     ) from None
         if self._account is not None:
+            _check_reachable(directory.resolve().parent, self._account)
             os.chown(directory, *self._account)
         directory.chmod(0o700)
         return directory
@@ -513,6 +514,24 @@ class Sidecar:
         self._write_state()
         self.refreshes += 1
         logger.info("new token written; PgBouncer reloaded (refresh %d)", self.refreshes)
+
+
+def _check_reachable(directory: Path, account: tuple[int, int]) -> None:
+    """Refuse a private directory inside a directory PgBouncer's account cannot enter."""
+    uid, gid = account
+    for parent in (directory, *directory.parents):
+        info = parent.stat()
+        if info.st_uid == uid:
+            allowed = info.st_mode & stat.S_IXUSR
+        elif info.st_gid == gid:
+            allowed = info.st_mode & stat.S_IXGRP
+        else:
+            allowed = info.st_mode & stat.S_IXOTH
+        if not allowed:
+            raise ConfigurationError(
+                f"PgBouncer runs as uid {uid}, which cannot enter {str(parent)!r}: choose a "
+                "state file path under a directory others may traverse (e.g. /tmp)"
+            )
 
 
 def _resolve_endpoint(**kwargs: object) -> Endpoint:

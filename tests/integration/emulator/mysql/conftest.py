@@ -7,8 +7,10 @@ own with :func:`emulator` (about a second: MariaDB's install and start).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
+import struct
 import time
 from contextlib import contextmanager
 
@@ -67,16 +69,15 @@ class Session:
         self.driver = driver
         self.conn = conn
         self.loop = loop
+        # One cursor for the session's life: mysql-connector pings the server when a cursor
+        # is made, which would hide what the next query itself runs into.
+        self.cursor = conn.cursor() if loop is None else None
 
     def query(self, sql: str) -> list[tuple]:
         if self.loop is not None:
             return self.loop.run_until_complete(self._aquery(sql))
-        cursor = self.conn.cursor()
-        try:
-            cursor.execute(sql)
-            return list(cursor.fetchall())
-        finally:
-            cursor.close()
+        self.cursor.execute(sql)
+        return list(self.cursor.fetchall())
 
     async def _aquery(self, sql: str) -> list[tuple]:
         async with self.conn.cursor() as cursor:
@@ -84,16 +85,11 @@ class Session:
             return list(await cursor.fetchall())
 
     def close(self) -> None:
-        try:
-            if self.loop is not None:
-                self.conn.close()
-            else:
-                self.conn.close()
-        except Exception:  # noqa: S110 - a dropped connection may fail to close
-            pass
-        finally:
-            if self.loop is not None:
-                self.loop.close()
+        # A connection the server dropped may fail to close: nothing to clean up then.
+        with contextlib.suppress(Exception):
+            self.conn.close()
+        if self.loop is not None:
+            self.loop.close()
 
 
 def connect(
@@ -187,7 +183,7 @@ class RawClient:
         self.sock.sendall(packets.encode_packet(seq, payload))
 
     def start_tls(self, caps: int = packets.RELAYABLE | packets.CLIENT_SSL) -> None:
-        self.send(1, caps.to_bytes(4, "little") + (1 << 24).to_bytes(4, "little") + b"\x21" + bytes(23))
+        self.send(1, struct.pack("<IIB", caps, 1 << 24, 0x21) + bytes(23))
         context = ssl.create_default_context(cafile=str(self.rds.ca_path))
         self.sock = context.wrap_socket(self.sock, server_hostname="127.0.0.1")
 

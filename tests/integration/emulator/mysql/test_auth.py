@@ -104,7 +104,7 @@ def test_mysql_connector_refuses_clear_password_in_plaintext_itself(mysql_emulat
     # The driver's own guard, which the emulator does not replace: nothing is sent.
     import mysql.connector
 
-    with pytest.raises(mysql.connector.Error, match="(?i)clear|insecure|ssl"):
+    with pytest.raises(mysql.connector.Error, match=r"(?i)clear|insecure|ssl"):
         connect("mysql_connector", mysql_emulator, signed(mysql_emulator), tls=False)
 
 
@@ -126,7 +126,8 @@ def test_the_server_asks_for_mysql_clear_password_inside_tls(mysql_emulator):
 
 def test_unknown_user_gets_mariadbs_own_refusal(mysql_emulator):
     before = mysql_emulator.stats.rejected.get("upstream", 0)
-    number, message = refusal("pymysql", mysql_emulator, signed(mysql_emulator, "ghost"), user="ghost")
+    token = signed(mysql_emulator, "ghost")
+    number, message = refusal("pymysql", mysql_emulator, token, user="ghost")
     assert number == 1045
     assert "'ghost'@'localhost'" in message
     assert mysql_emulator.stats.rejected.get("upstream", 0) == before + 1
@@ -145,8 +146,6 @@ def test_created_user_logs_in_and_database_is_passed(mysql_emulator):
             driver, mysql_emulator, signed(mysql_emulator, "app"), user="app", database="shop"
         )
         try:
-            assert session.query("SELECT CURRENT_USER(), DATABASE()") == [
-                ("app@localhost", "shop")
-            ]
+            assert session.query("SELECT CURRENT_USER(), DATABASE()") == [("app@localhost", "shop")]
         finally:
             session.close()

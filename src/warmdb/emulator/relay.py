@@ -355,15 +355,16 @@ class Relay:
     def _query(self, message: bytes) -> None:
         """A Query that is not a lone read: run its statements one at a time."""
         statements = sql_rules.split(message[5:])
-        if len(statements) == 1:
-            statement = statements[0]
-            if self._resolve(statement).kind not in _NEEDS_RELAY and (
-                statement.refusal is None or not self.limits.sql_checks
-            ):
+        checks = self.limits.sql_checks
+        if all(
+            self._resolve(statement).kind not in _NEEDS_RELAY
+            and (statement.refusal is None or not checks)
+            for statement in statements
+        ):
+            # Nothing here writes, changes the schema, commits or is refused: PostgreSQL
+            # may run it as sent.
+            for statement in statements:
                 self._track(statement)
-                self._forward(_Q, message)
-                return
-        elif not statements:
             self._forward(_Q, message)
             return
         if not self._is_synchronous():

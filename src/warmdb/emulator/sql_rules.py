@@ -161,6 +161,7 @@ def _scan(sql: bytes) -> list[tuple[int, int, list[_Token]]]:
     statements: list[tuple[int, int, list[_Token]]] = []
     tokens: list[_Token] = []
     keep = True
+    atomic = 0
     start = pos = 0
     size = len(sql)
     match = _TOKEN.match
@@ -177,12 +178,19 @@ def _scan(sql: bytes) -> list[tuple[int, int, list[_Token]]]:
             if keep:
                 tokens.append(_Token("str", sql[pos:end], pos, end))
         elif kind == "semi":
-            statements.append((start, pos, tokens))
-            tokens, keep, start = [], True, end
+            if not atomic:
+                statements.append((start, pos, tokens))
+                tokens, keep, start = [], True, end
         elif kind not in ("space", "line") and keep:
             value = found.group()
             if kind == "word":
                 value = value.lower()
+                # A SQL-standard function body (BEGIN ATOMIC ... END) holds semicolons;
+                # CASE ... END may nest in it.
+                if atomic:
+                    atomic += (value == b"case") - (value == b"end")
+                elif value == b"atomic" and tokens and tokens[-1].value == b"begin":
+                    atomic = int(tokens[0].value == b"create")
             tokens.append(_Token(kind, value, pos, end))
             if len(tokens) == _PREFIX_TOKENS and tokens[0].value not in _DDL_VERBS:
                 keep = False

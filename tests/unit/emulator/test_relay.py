@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from warmdb.emulator import protocol
 from warmdb.emulator.limits import Limits
 from warmdb.emulator.relay import Relay
+from warmdb.emulator.schema_log import SchemaLog
 from warmdb.emulator.stats import Stats
 
 Q = protocol.query_message
@@ -39,7 +40,7 @@ class Clock:
 class Harness:
     """A relay plus helpers to play both peers."""
 
-    def __init__(self, **limits: float) -> None:
+    def __init__(self, schema_log: SchemaLog | None = None, **limits: float) -> None:
         self.clock = Clock()
         self.stats = Stats()
         self.relay = Relay(
@@ -47,6 +48,7 @@ class Harness:
             stats=self.stats,
             clock=self.clock,
             rng=random.Random(1),
+            schema_log=schema_log,
         )
 
     def client(self, *messages: bytes) -> bytes:
@@ -69,6 +71,24 @@ class Harness:
         assert self.client(Q("BEGIN")) == Q("BEGIN")
         assert self.upstream(complete("BEGIN"), ready(b"T")) == complete("BEGIN") + ready(b"T")
 
+    def savepoint(self, first: bool = True) -> None:
+        """The upstream answers the relay's savepoint before a write in a transaction."""
+        replies = (
+            (complete("SET"), complete("SAVEPOINT"))
+            if first
+            else (
+                complete("RELEASE"),
+                complete("SAVEPOINT"),
+            )
+        )
+        assert self.upstream(*replies, ready(b"T")) == b""
+
+    def write(self, sql: str, tag: str, *, first: bool = True) -> bytes:
+        """A write inside a transaction block, run after the relay's savepoint."""
+        assert self.client(Q(sql)) == (SAVEPOINT_FIRST if first else SAVEPOINT_NEXT) + Q(sql)
+        self.savepoint(first)
+        return self.upstream(complete(tag), ready(b"T"))
+
 
 def error(reason: str, **limits: float) -> bytes:
     refusal = Limits(**limits).refusal(reason)
@@ -76,6 +96,13 @@ def error(reason: str, **limits: float) -> bytes:
 
 
 ROLLBACK = Q("ROLLBACK")
+BEGIN, COMMIT = Q("BEGIN"), Q("COMMIT")
+BEGIN_IMPLICIT = Q("BEGIN; SET LOCAL lock_timeout = '10ms'")
+SAVEPOINT_FIRST = Q("SET LOCAL lock_timeout = '10ms'; SAVEPOINT warmdb_occ")
+SAVEPOINT_NEXT = Q("RELEASE SAVEPOINT warmdb_occ; SAVEPOINT warmdb_occ")
+ROLLBACK_TO = Q("ROLLBACK TO SAVEPOINT warmdb_occ")
+FAIL = Q("SELECT 1/0")
+DIVISION = protocol.error_response("22012", "division by zero")
 
 
 def test_plain_traffic_passes_unchanged():
@@ -96,53 +123,50 @@ def test_asynchronous_messages_pass_between_cycles():
 def test_row_limit_fails_the_statement_and_rolls_back():
     h = Harness(transaction_rows=10)
     h.begin()
-    assert h.client(Q("insert 5")) == Q("insert 5")
-    assert h.upstream(complete("INSERT 0 5"), ready(b"T")) == complete("INSERT 0 5") + ready(b"T")
-    h.client(Q("update 6"))
-    # The CommandComplete that crosses the limit becomes the error; the ReadyForQuery waits.
-    assert h.upstream(complete("UPDATE 6"), ready(b"T")) == error("transaction_rows")
+    assert h.write("insert into t select 5", "INSERT 0 5") == complete("INSERT 0 5") + ready(b"T")
+    # The CommandComplete that crosses the limit becomes the error; the ReadyForQuery waits
+    # for the relay's ROLLBACK.
+    assert h.write("update t set v = 6", "UPDATE 6", first=False) == error("transaction_rows")
     assert h.client() == ROLLBACK
     assert h.upstream(complete("ROLLBACK"), ready(b"I")) == ready(b"I")
     assert h.stats.snapshot().limit_violations == {"transaction_rows": 1}
     # A new transaction starts from zero.
     h.begin()
-    h.client(Q("insert 10"))
-    assert h.upstream(complete("INSERT 0 10"), ready(b"T")).endswith(ready(b"T"))
+    assert h.write("insert into t select 10", "INSERT 0 10").endswith(ready(b"T"))
 
 
 def test_copy_out_does_not_count_copy_in_does():
     h = Harness(transaction_rows=10)
     h.begin()
-    h.client(Q("copy t to stdout"))
+    assert h.client(Q("copy t to stdout")) == Q("copy t to stdout")
     out = h.upstream(msg(b"H", b"\x00\x00\x00"), complete("COPY 50"), ready(b"T"))
     assert out.endswith(complete("COPY 50") + ready(b"T"))
-    h.client(Q("copy t from stdin"))
-    h.upstream(msg(b"G", b"\x00\x00\x00"))
-    h.client(msg(b"d", b"1\n"), msg(b"c"))
+    assert h.client(Q("copy t from stdin")) == SAVEPOINT_FIRST + Q("copy t from stdin")
+    h.savepoint()
+    copy_in = msg(b"G", b"\x00\x00\x00")
+    assert h.upstream(copy_in) == copy_in
+    # COPY data flows although the relay holds other messages until the COPY ends.
+    data, done = msg(b"d", b"1\n"), msg(b"c")
+    assert h.client(data, done) == data + done
     assert h.upstream(complete("COPY 11"), ready(b"T")) == error("transaction_rows")
+    assert h.client() == ROLLBACK
 
 
 def test_size_limit():
     h = Harness(transaction_bytes=100)
     h.begin()
-    big = Q("insert " + "x" * 200)
-    assert h.client(big) == big
-    assert h.upstream(complete("INSERT 0 1"), ready(b"T")) == error(
-        "transaction_size", transaction_bytes=100
-    )
+    out = h.write("insert into t values ('" + "x" * 200 + "')", "INSERT 0 1")
+    assert out == error("transaction_size", transaction_bytes=100)
     assert h.client() == ROLLBACK
 
 
-BEGIN, COMMIT = Q("BEGIN"), Q("COMMIT")
-
-
 def hidden_begin(h: Harness) -> None:
-    assert h.upstream(complete("BEGIN"), ready(b"T")) == b""
+    assert h.upstream(complete("BEGIN"), complete("SET"), ready(b"T")) == b""
 
 
 def test_autocommitted_write_runs_in_a_hidden_transaction():
     h = Harness()
-    assert h.client(Q("insert into t values (1)")) == BEGIN + Q("insert into t values (1)")
+    assert h.client(Q("insert into t values (1)")) == BEGIN_IMPLICIT + Q("insert into t values (1)")
     hidden_begin(h)
     # The result goes through; the ReadyForQuery waits for the COMMIT.
     assert h.upstream(complete("INSERT 0 1"), ready(b"T")) == complete("INSERT 0 1")
@@ -183,9 +207,20 @@ def test_failed_commit_of_a_wrapped_write_reaches_the_client_as_a_conflict():
     assert out.endswith(ready(b"I"))
 
 
+def test_autocommitted_write_that_would_wait_is_a_conflict():
+    h = Harness()
+    h.client(Q("update t set v = 1"))
+    hidden_begin(h)
+    timeout = protocol.error_response("55P03", "canceling statement due to lock timeout")
+    out = h.upstream(timeout, ready(b"E"))
+    assert protocol.error_fields(out)["C"] == "40001"
+    assert protocol.error_fields(out)["M"].startswith("OC000")
+    assert h.client() == ROLLBACK
+
+
 def test_client_messages_wait_while_a_write_is_wrapped():
     h = Harness()
-    assert h.client(Q("delete from t"), Q("select 1")) == BEGIN + Q("delete from t")
+    assert h.client(Q("delete from t"), Q("select 1")) == BEGIN_IMPLICIT + Q("delete from t")
     hidden_begin(h)
     h.upstream(complete("DELETE 0"), ready(b"T"))
     assert h.client() == COMMIT
@@ -196,44 +231,69 @@ def test_client_messages_wait_while_a_write_is_wrapped():
 
 @pytest.mark.parametrize(
     "text",
-    [
-        "select 1",
-        "select 1; select 2",
-        "vacuum",
-        "begin",
-        "begin; insert into t values (1); commit",
-        "insert into t values (1); end",
-        "insert into t values (1); rollback",
-        "set transaction isolation level serializable; insert into t values (1)",
-    ],
+    ["select 1", "select 1; select 2", "begin", "rollback", "set x = 1", "show all"],
 )
-def test_reads_and_transaction_control_are_not_wrapped(text):
+def test_reads_and_transaction_control_are_not_held_back(text):
     h = Harness()
     assert h.client(Q(text)) == Q(text)
 
 
-def test_several_autocommitted_writes_in_one_query_are_wrapped_together():
+def test_several_statements_run_one_at_a_time_in_one_implicit_transaction():
     h = Harness(transaction_rows=10)
     text = "insert into t select 1; insert into t select generate_series(1, 20); select 1"
-    assert h.client(Q(text)) == BEGIN + Q(text)
+    assert h.client(Q(text)) == BEGIN_IMPLICIT + Q("insert into t select 1")
     hidden_begin(h)
-    # The statement that crosses the limit fails; what PostgreSQL still runs is discarded.
-    out = h.upstream(
-        complete("INSERT 0 1"), complete("INSERT 0 20"), complete("SELECT 1"), ready(b"T")
-    )
-    assert out == complete("INSERT 0 1") + error("transaction_rows")
+    assert h.upstream(complete("INSERT 0 1"), ready(b"T")) == complete("INSERT 0 1")
+    # The next statement goes only once the first has ended.
+    assert h.client() == Q(" insert into t select generate_series(1, 20)")
+    # The statement that crosses the limit fails; the rest is never run.
+    assert h.upstream(complete("INSERT 0 20"), ready(b"T")) == error("transaction_rows")
     assert h.client() == ROLLBACK
     assert h.upstream(complete("ROLLBACK"), ready(b"I")) == ready(b"I")
     assert h.stats.snapshot().limit_violations == {"transaction_rows": 1}
 
 
-def test_over_the_limit_with_transaction_control_in_one_query_is_only_logged(caplog):
+def test_row_limit_with_transaction_control_in_one_query():
+    """What ``psql -c "begin; insert ...; commit;"`` sends: the COMMIT never runs."""
     h = Harness(transaction_rows=10)
-    text = "begin; insert into t select generate_series(1, 20); commit"
-    h.client(Q(text))
-    replies = complete("BEGIN"), complete("INSERT 0 20"), complete("COMMIT"), ready(b"I")
-    assert h.upstream(*replies) == b"".join(replies)
-    assert "autocommitted" in caplog.text
+    text = "begin; insert into t select generate_series(1, 20); commit;"
+    assert h.client(Q(text)) == Q("begin")
+    assert h.upstream(complete("BEGIN"), ready(b"T")) == complete("BEGIN")
+    insert = Q(" insert into t select generate_series(1, 20)")
+    assert h.client() == SAVEPOINT_FIRST + insert
+    h.savepoint()
+    assert h.upstream(complete("INSERT 0 20"), ready(b"T")) == error("transaction_rows")
+    assert h.client() == ROLLBACK
+    assert h.upstream(complete("ROLLBACK"), ready(b"I")) == ready(b"I")
+    assert h.client() == b""
+
+
+def test_commit_inside_one_query_ends_the_implicit_transaction():
+    h = Harness()
+    assert h.client(Q("insert into t values (1); commit; select 1")) == BEGIN_IMPLICIT + Q(
+        "insert into t values (1)"
+    )
+    hidden_begin(h)
+    h.upstream(complete("INSERT 0 1"), ready(b"T"))
+    assert h.client() == Q(" commit")
+    assert h.upstream(complete("COMMIT"), ready(b"I")) == complete("COMMIT")
+    # What follows a COMMIT runs in an implicit transaction of its own.
+    assert h.client() == BEGIN_IMPLICIT + Q(" select 1")
+    hidden_begin(h)
+    assert h.upstream(complete("SELECT 1"), ready(b"T")) == complete("SELECT 1")
+    assert h.client() == COMMIT
+    assert h.upstream(complete("COMMIT"), ready(b"I")) == ready(b"I")
+
+
+def test_sql_prepare_and_execute_of_a_write_are_wrapped():
+    h = Harness(transaction_rows=10)
+    prepare = Q("prepare p as insert into t select generate_series(1, $1)")
+    assert h.client(prepare) == prepare
+    h.upstream(complete("PREPARE"), ready(b"I"))
+    assert h.client(Q("execute p(20)")) == BEGIN_IMPLICIT + Q("execute p(20)")
+    hidden_begin(h)
+    assert h.upstream(complete("INSERT 0 20"), ready(b"T")) == error("transaction_rows")
+    assert h.client() == ROLLBACK
 
 
 def test_transaction_age_simple_query():
@@ -286,18 +346,37 @@ def test_age_not_enforced_outside_transaction_blocks():
     assert h.client(Q("select 1")) == Q("select 1")
 
 
-def test_real_conflicts_are_renamed():
+def test_conflicting_write_proceeds_and_commit_fails():
+    """A write that would wait for another writer's row lock neither waits nor fails: it
+    "succeeds" with its changes undone, and the COMMIT fails with OC000."""
     h = Harness()
     h.begin()
-    h.client(Q("update"))
-    conflict = protocol.encode(
-        b"E", b"SERROR\x00C40001\x00Mcould not serialize access due to concurrent update\x00\x00"
-    )
-    out = h.upstream(conflict, ready(b"E"))
-    fields = protocol.error_fields(out[: -len(ready(b"E"))])
-    assert fields["C"] == "40001"
-    assert fields["M"] == "OC000 mutation conflicts with another transaction, retry as needed"
+    h.client(Q("update t set v = 1 where id = 1"))
+    h.savepoint()
+    timeout = protocol.error_response("55P03", "canceling statement due to lock timeout")
+    assert h.upstream(timeout, ready(b"E")) == complete("UPDATE 0")
+    assert h.client() == ROLLBACK_TO
+    assert h.upstream(complete("ROLLBACK"), ready(b"T")) == ready(b"T")
+    # The transaction goes on: reads run; the COMMIT is refused.
+    assert h.client(Q("select 1")) == Q("select 1")
+    h.upstream(complete("SELECT 1"), ready(b"T"))
+    assert h.client(Q("COMMIT")) == ROLLBACK
+    assert h.upstream(complete("ROLLBACK"), ready(b"I")) == error("occ") + ready(b"I")
     assert h.stats.snapshot().occ_conflicts == 1
+
+
+def test_serialization_failure_in_a_transaction_fails_at_commit():
+    h = Harness()
+    h.begin()
+    h.client(Q("delete from t where id = 1"))
+    h.savepoint()
+    conflict = protocol.error_response("40001", "could not serialize access")
+    assert h.upstream(conflict, ready(b"E")) == complete("DELETE 0")
+    h.client()
+    h.upstream(complete("ROLLBACK"), ready(b"T"))
+    assert h.client(Q("commit")) == ROLLBACK
+    out = h.upstream(complete("ROLLBACK"), ready(b"I"))
+    assert protocol.error_fields(out[: -len(ready(b"I"))])["M"].startswith("OC000")
 
 
 def test_simulated_conflict_on_commit():
@@ -318,16 +397,40 @@ def test_commit_spellings(text):
     assert h.client(Q(text)) == ROLLBACK
 
 
+def test_schema_change_committed_meanwhile_fails_commit_with_oc001():
+    log = SchemaLog()
+    writer, changer = Harness(schema_log=log), Harness(schema_log=log)
+    writer.begin()
+    # The other session's DDL commits after the writer's transaction began.
+    alter = Q("alter table t add column w int")
+    assert changer.client(alter) == alter
+    assert changer.upstream(complete("ALTER TABLE"), ready(b"I")) == (
+        complete("ALTER TABLE") + ready(b"I")
+    )
+    assert writer.write("insert into t values (1)", "INSERT 0 1").endswith(ready(b"T"))
+    assert writer.client(Q("commit")) == ROLLBACK
+    out = writer.upstream(complete("ROLLBACK"), ready(b"I"))
+    assert protocol.error_fields(out[: -len(ready(b"I"))])["M"] == (
+        "OC001 schema has been updated by another transaction, retry as needed"
+    )
+    # A transaction that begins after the change commits.
+    writer.begin()
+    writer.write("insert into t values (1)", "INSERT 0 1")
+    assert writer.client(Q("commit")) == Q("commit")
+
+
 def test_pipelined_cycles_keep_their_order():
     h = Harness(transaction_rows=1)
     h.begin()
-    h.client(Q("insert 2"), Q("select 1"))
-    # The first cycle fails; the injected ROLLBACK comes after the pipelined select.
-    out = h.upstream(complete("INSERT 0 2"), ready(b"T"))
-    assert out == error("transaction_rows")
+    # A pipelined plain read goes at once; the write waits for it to end.
+    assert h.client(Q("select 1"), Q("insert into t select 2"), Q("select 3")) == Q("select 1")
+    assert h.upstream(complete("SELECT 1"), ready(b"T")) == complete("SELECT 1") + ready(b"T")
+    assert h.client() == SAVEPOINT_FIRST + Q("insert into t select 2")
+    h.savepoint()
+    assert h.upstream(complete("INSERT 0 2"), ready(b"T")) == error("transaction_rows")
     assert h.client() == ROLLBACK
-    out = h.upstream(complete("SELECT 1"), ready(b"T"), complete("ROLLBACK"), ready(b"I"))
-    assert out == complete("SELECT 1") + ready(b"T") + ready(b"I")
+    assert h.upstream(complete("ROLLBACK"), ready(b"I")) == ready(b"I")
+    assert h.client() == Q("select 3")
 
 
 def test_copy_data_of_a_wrapped_copy_is_not_held():
@@ -352,7 +455,7 @@ def bind(statement: bytes) -> bytes:
 def test_autocommitted_extended_write_is_wrapped_up_to_its_sync():
     h = Harness(transaction_rows=10)
     p, b, e, s = parse(b"", b"insert into t values ($1)"), bind(b""), msg(b"E"), msg(b"S")
-    assert h.client(p, b, e, s, Q("select 1")) == BEGIN + p + b + e + s
+    assert h.client(p, b, e, s, Q("select 1")) == BEGIN_IMPLICIT + p + b + e + s
     hidden_begin(h)
     assert h.upstream(msg(b"1"), msg(b"2"), complete("INSERT 0 1")) == (
         msg(b"1") + msg(b"2") + complete("INSERT 0 1")
@@ -372,7 +475,7 @@ def test_named_prepared_writes_are_recognised_at_bind():
     h.upstream(complete("COMMIT"), ready(b"I"))
     # Executions bind the named statement only; 11 rows over two Executes is over the limit.
     b, e, s = bind(b"s1"), msg(b"E"), msg(b"S")
-    assert h.client(b, e, b, e, s) == BEGIN + b + e + b + e + s
+    assert h.client(b, e, b, e, s) == BEGIN_IMPLICIT + b + e + b + e + s
     hidden_begin(h)
     out = h.upstream(msg(b"2"), complete("UPDATE 6"), msg(b"2"), complete("UPDATE 5"))
     assert out == msg(b"2") + complete("UPDATE 6") + msg(b"2") + error("transaction_rows")
@@ -385,6 +488,145 @@ def test_reads_through_the_extended_protocol_are_not_wrapped():
     h = Harness()
     p, b, s = parse(b"", b"select $1"), bind(b""), msg(b"S")
     assert h.client(p, b, s) == p + b + s
+
+
+def test_conflicting_extended_write_proceeds_and_commit_fails():
+    h = Harness()
+    h.begin()
+    p, b, e, s = parse(b"", b"update t set v = $1"), bind(b""), msg(b"E"), msg(b"S")
+    assert (
+        h.client(p, b, msg(b"D", b"P\x00"), e, s)
+        == SAVEPOINT_FIRST + p + b + msg(b"D", b"P\x00") + e + s
+    )
+    h.savepoint()
+    timeout = protocol.error_response("55P03", "canceling statement due to lock timeout")
+    out = h.upstream(msg(b"1"), msg(b"2"), msg(b"n"), timeout, ready(b"E"))
+    assert out == msg(b"1") + msg(b"2") + msg(b"n") + complete("UPDATE 0")
+    assert h.client() == ROLLBACK_TO
+    assert h.upstream(complete("ROLLBACK"), ready(b"T")) == ready(b"T")
+    assert h.client(Q("commit")) == ROLLBACK
+
+
+def test_conflict_before_more_statements_of_a_sequence_fails_the_statement():
+    """A conflict cannot be hidden when statements follow it in the same sequence (their
+    replies would be missing): the client gets the conflict at once."""
+    h = Harness()
+    h.begin()
+    p, b, e, s = parse(b"", b"update t set v = $1"), bind(b""), msg(b"E"), msg(b"S")
+    h.client(p, b, e, b, e, s)
+    h.savepoint()
+    conflict = protocol.error_response("40001", "could not serialize access")
+    out = h.upstream(msg(b"1"), msg(b"2"), conflict, ready(b"E"))
+    fields = protocol.error_fields(out[len(msg(b"1") + msg(b"2")) : -len(ready(b"E"))])
+    assert fields["M"].startswith("OC000")
+    assert out.endswith(ready(b"E"))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("truncate t", "TRUNCATE not supported"),
+        ("savepoint a", "SAVEPOINT not supported"),
+        ("vacuum", "VACUUM not supported"),
+        ("create index i on t (v)", "unsupported mode. please use CREATE INDEX ASYNC."),
+        ("create temp table x (a int)", "temporary tables not supported"),
+    ],
+)
+def test_unsupported_sql_is_refused(text, message):
+    h = Harness()
+    # In place of the statement, one that fails: PostgreSQL's transaction status follows.
+    assert h.client(Q(text)) == FAIL
+    out = h.upstream(DIVISION, ready(b"I"))
+    assert out == protocol.error_response("0A000", message) + ready(b"I")
+
+
+def test_refusal_in_a_transaction_block_fails_the_transaction():
+    h = Harness()
+    h.begin()
+    assert h.client(Q("truncate t")) == FAIL
+    out = h.upstream(DIVISION, ready(b"E"))
+    assert out == protocol.error_response("0A000", "TRUNCATE not supported") + ready(b"E")
+
+
+def test_postgres_compatible_mode_runs_unsupported_sql():
+    h = Harness(sql_checks=False)
+    assert h.client(Q("truncate t")) == Q("truncate t")
+    h.upstream(complete("TRUNCATE TABLE"), ready(b"I"))
+    h.begin()
+    assert h.client(Q("create table a (x int)")) == Q("create table a (x int)")
+    h.upstream(complete("CREATE TABLE"), ready(b"T"))
+    assert h.write("insert into a values (1)", "INSERT 0 1").endswith(ready(b"T"))
+
+
+def test_create_index_async_runs_as_create_index():
+    h = Harness()
+    assert h.client(Q("CREATE INDEX ASYNC i ON t (v)")) == Q("CREATE INDEX  i ON t (v)")
+    assert h.upstream(complete("CREATE INDEX"), ready(b"I")) == (
+        complete("CREATE INDEX") + ready(b"I")
+    )
+
+
+@pytest.mark.parametrize(
+    ("statements", "message"),
+    [
+        (["create table a (x int)", "insert into a values (1)"], "ddl and dml"),
+        (["insert into a values (1)", "create table b (x int)"], "ddl and dml"),
+        (["create table a (x int)", "create table b (x int)"], "multiple ddl"),
+    ],
+)
+def test_one_ddl_per_transaction_and_no_dml_with_it(statements, message):
+    h = Harness()
+    h.begin()
+    first, second = statements
+    sent = h.client(Q(first))
+    assert sent.endswith(Q(first))
+    if sent != Q(first):
+        h.savepoint()
+    h.upstream(complete("X"), ready(b"T"))
+    assert h.client(Q(second)) == FAIL
+    out = h.upstream(DIVISION, ready(b"E"))
+    assert protocol.error_fields(out[: -len(ready(b"E"))])["M"].startswith(message)
+
+
+def test_ddl_and_dml_in_one_query_are_refused_before_the_dml_runs():
+    h = Harness()
+    assert h.client(Q("create table a (x int); insert into a values (1)")) == (
+        BEGIN_IMPLICIT + Q("create table a (x int)")
+    )
+    hidden_begin(h)
+    assert h.upstream(complete("CREATE TABLE"), ready(b"T")) == complete("CREATE TABLE")
+    assert h.client() == FAIL
+    out = h.upstream(DIVISION, ready(b"E"))
+    assert out == protocol.error_response("0A000", sql_rules_message("ddl_and_dml"))
+    assert h.client() == ROLLBACK
+    assert h.upstream(complete("ROLLBACK"), ready(b"I")) == ready(b"I")
+
+
+def sql_rules_message(name: str) -> str:
+    from warmdb.emulator.sql_rules import NOT_SUPPORTED
+
+    return NOT_SUPPORTED[name].message
+
+
+def test_extended_refusal_answers_at_once_and_skips_to_sync():
+    h = Harness()
+    p, b, e, s = parse(b"", b"truncate t"), bind(b""), msg(b"E"), msg(b"S")
+    assert h.client(p, b, e) == b""
+    assert h.upstream() == protocol.error_response("0A000", "TRUNCATE not supported")
+    assert h.client(s) == s
+    assert h.upstream(ready(b"I")) == ready(b"I")
+
+
+def test_extended_refusal_in_a_transaction_block_fails_it():
+    h = Harness()
+    h.begin()
+    h.write("insert into t values (1)", "INSERT 0 1")
+    p, b, e, s = parse(b"", b"create table b (x int)"), bind(b""), msg(b"E"), msg(b"S")
+    assert h.client(p, b, e) == b""
+    out = h.upstream()
+    assert protocol.error_fields(out)["M"] == sql_rules_message("ddl_and_dml")
+    assert h.client(s) == FAIL
+    assert h.upstream(DIVISION, ready(b"E")) == ready(b"E")
 
 
 _client_messages = st.one_of(

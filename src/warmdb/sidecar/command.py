@@ -201,23 +201,24 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    try:
-        sidecar = build(args)
-    except ConfigurationError as exc:
-        return _usage_error(str(exc))
     _stop_on_signals()
     if args.lambda_extension:
         from warmdb.sidecar.extension import run_extension
 
         try:
+            # Built inside: a bad option must reach Lambda as an init error too.
             return run_extension(
-                sidecar.start,
+                lambda: build(args).start(),
                 os.environ,
                 name=args.extension_name,
                 started=lambda s: _announce(s, as_json=args.json),
             )
         except _Stop:
             return 0
+    try:
+        sidecar = build(args)
+    except ConfigurationError as exc:
+        return _usage_error(str(exc))
     try:
         sidecar.start()
         _announce(sidecar, as_json=args.json)

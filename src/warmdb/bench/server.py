@@ -2,7 +2,8 @@
 
 With no ``--host``, :func:`open_server` starts the DSQL emulator (:mod:`warmdb.emulator`: TLS,
 IAM tokens checked, DSQL's limits) and puts its credentials in the process environment for
-the run, as Lambda does: ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``, no session token.
+the run, as Lambda does: ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` /
+``AWS_SESSION_TOKEN`` (temporary credentials, so tokens are as long as on Lambda).
 warmdb connects to ``127.0.0.1`` with ``auth="dsql"`` and ``sslmode=require``.
 
 The baselines log in as they would in real life:
@@ -73,6 +74,8 @@ class BenchServer:
             kwargs["port"] = self.kwargs["port"]
         if self.aurora_hostaddr is not None:
             kwargs["hostaddr"] = self.aurora_hostaddr
+        if "sslmode" in self.kwargs:
+            kwargs["sslmode"] = self.kwargs["sslmode"]
         return {k: v for k, v in kwargs.items() if v is not None}, ""
 
     def server_connections(self) -> Callable[[], int] | None:
@@ -106,14 +109,19 @@ def embedded(emulator: Emulator) -> BenchServer:
             "dbname": "postgres",
             "sslmode": "require",
         },
-        environment={
-            "AWS_ACCESS_KEY_ID": emulator.credentials.access_key,
-            "AWS_SECRET_ACCESS_KEY": emulator.credentials.secret_key,
-        },
+        environment=_credentials_environment(emulator),
         aurora_host=emulator.hostname,
         aurora_hostaddr="127.0.0.1",
         emulator=emulator,
     )
+
+
+def _credentials_environment(emulator: Emulator) -> dict[str, str]:
+    keys = emulator.credentials
+    variables = {"AWS_ACCESS_KEY_ID": keys.access_key, "AWS_SECRET_ACCESS_KEY": keys.secret_key}
+    if keys.token is not None:
+        variables["AWS_SESSION_TOKEN"] = keys.token
+    return variables
 
 
 def remote(kwargs: Mapping[str, Any]) -> BenchServer:

@@ -79,7 +79,7 @@ def test_report_shows_every_cell_ratios_skips_and_targets():
     assert "0.004" in warm_row  # 4 µs shown, not rounded to 0.00
     assert "skipped: asyncpg aurora-dsql: no hostaddr" in text
     assert "targets: 6 of 7 met" in text
-    assert "MISS psycopg2: pool checkout vs a connect (avg)" in text
+    assert "MISS psycopg2: pool checkout vs a connect (p50)" in text
     assert "cold start, p50 of 2" in text
 
 

@@ -1,0 +1,290 @@
+"""One ``warmdb bench`` run: start what is needed, run the parts, collect a RunResult.
+
+:func:`run` takes :class:`RunOptions` (checked by :mod:`warmdb.bench.command`) and does the
+I/O: the embedded emulator or a real host, the credentials in the environment, the matrix per
+driver variant (:mod:`~warmdb.bench.matrix`), the cold starts (:mod:`~warmdb.bench.cold`) or
+the concurrency workload (:mod:`~warmdb.bench.concurrency`), then the targets.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+from dataclasses import dataclass
+
+from warmdb.bench.results import RunResult, Skip
+from warmdb.bench.server import environment, open_server
+from warmdb.bench.targets import check_targets
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from warmdb.bench.concurrency import Workload
+    from warmdb.bench.progress import Progress
+    from warmdb.bench.results import ConcurrencyResult
+    from warmdb.bench.server import BenchServer
+    from warmdb.bench.variants import Variant
+
+__all__ = ["RunOptions", "run"]
+
+BASELINE_LOGIN_NOTE = (
+    "raw driver: static password = one IAM token signed before the run and sent unchanged "
+    "on every connect (the endpoint accepts nothing else)"
+)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What to run.
+
+    :ivar kwargs: warmdb's connect arguments for a real endpoint; ``None``: the emulator.
+    :ivar variants: the driver variants.
+    :ivar iterations: timed iterations per cell.
+    :ivar query: the SQL every iteration runs.
+    :ivar patterns: the in-process patterns.
+    :ivar cold: whether to run cold starts.
+    :ivar cold_samples: fresh processes per cold-start variant.
+    :ivar concurrency: run seed 002's workload with this many in flight instead of the matrix.
+    :ivar requests: the workload's requests.
+    :ivar hold: seconds each request holds its connection (already scaled).
+    :ivar via_sidecar: run the workload through ``warmdb sidecar`` too.
+    :ivar progress: draw a progress bar when stderr is a terminal.
+    """
+
+    kwargs: dict[str, Any] | None
+    variants: tuple[Variant, ...]
+    iterations: int = 30
+    query: str = "SELECT 1"
+    patterns: tuple[str, ...] = ("raw", "aurora-dsql", "connect", "warm", "pool", "sqlalchemy")
+    cold: bool = True
+    cold_samples: int = 5
+    concurrency: int | None = None
+    requests: int = 0
+    hold: float = 0.1
+    via_sidecar: bool = False
+    progress: bool = True
+
+
+def run(options: RunOptions) -> RunResult:
+    """Run the benchmark *options* describe and return what it measured."""
+    if options.concurrency is not None:
+        return _run_concurrency(options)
+    return _run_matrix(options)
+
+
+def _environment(options: RunOptions, server: BenchServer) -> dict[str, object]:
+    from warmdb import __version__
+
+    return {
+        "warmdb": __version__,
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "endpoint": server.description,
+        "iterations": options.iterations,
+        "query": options.query,
+        "cold_samples": options.cold_samples if options.cold else 0,
+        "drivers": [v.name for v in options.variants],
+        "notes": list(server.notes),
+    }
+
+
+def _progress(options: RunOptions, total: int) -> Progress:
+    from warmdb.bench.progress import Progress
+
+    return Progress(total, enabled=None if options.progress else False)
+
+
+def _run_matrix(options: RunOptions) -> RunResult:
+    from warmdb.bench.matrix import MatrixOptions, run_variant
+
+    server = open_server(options.kwargs, temporary_credentials=True)
+    try:
+        with environment(server.environment):
+            static = _static_password(options, server)
+            server.notes.append(BASELINE_LOGIN_NOTE)
+            result = RunResult(environment=_environment(options, server))
+            steps = options.iterations * len(options.variants) * bool(options.patterns)
+            progress = _progress(options, steps + (options.cold_samples if options.cold else 0))
+            matrix = MatrixOptions(options.iterations, options.query, options.patterns, static)
+            try:
+                if options.patterns:
+                    for variant in options.variants:
+                        cells, skips = run_variant(variant, server, matrix, progress)
+                        result.cells.extend(cells)
+                        result.skipped.extend(skips)
+                if options.cold:
+                    _cold(options, server, static, result, progress)
+            finally:
+                progress.close()
+    finally:
+        server.close()
+    result.targets = check_targets(result)
+    return result
+
+
+def _static_password(options: RunOptions, server: BenchServer) -> str | None:
+    from warmdb._connect import ConnectPlan
+
+    plan = ConnectPlan(None, server.kwargs, adapter=options.variants[0].adapter())
+    return plan.password()
+
+
+def _aurora_args(server: BenchServer, variant: Variant) -> tuple[dict[str, Any] | None, str]:
+    """aurora-dsql's connect arguments for *variant*, or ``None`` and why not."""
+    if importlib.util.find_spec("aurora_dsql_psycopg2") is None:
+        return None, "aurora-dsql-python-connector is not installed (warmdb[compare])"
+    if importlib.util.find_spec(variant.aurora_module) is None:
+        return None, f"the connector has no {variant.aurora_module} module"
+    if variant.is_async and variant.entry.sync is not None:
+        return None, "the connector's async psycopg connect is not measured"
+    has_hostaddr = "hostaddr" in variant.adapter().driver_keys
+    return server.aurora_kwargs(has_hostaddr=has_hostaddr)
+
+
+def _cold(
+    options: RunOptions,
+    server: BenchServer,
+    static: str | None,
+    result: RunResult,
+    progress: Progress,
+) -> None:
+    from warmdb.bench.cold import ColdSpec, run_cold
+
+    specs = []
+    for variant in options.variants:
+        kwargs, query = server.kwargs, options.query
+        specs.append(ColdSpec(variant, "raw", kwargs=kwargs, query=query, password=static))
+        specs.append(ColdSpec(variant, "warmdb", kwargs=kwargs, query=query))
+        aurora, why = _aurora_args(server, variant)
+        if aurora is not None:
+            spec = ColdSpec(variant, "aurora-dsql", kwargs=kwargs, query=query, aurora=aurora)
+            specs.append(spec)
+        elif not _skipped(result, variant):
+            result.skipped.append(Skip(variant.name, "cold (aurora-dsql)", why))
+    cells, skips = run_cold(specs, options.cold_samples, dict(os.environ), progress=progress)
+    result.cold.extend(cells)
+    result.skipped.extend(skips)
+
+
+def _skipped(result: RunResult, variant: Variant) -> bool:
+    """Whether the report already says why aurora-dsql was not run for *variant*."""
+    return any(s.driver == variant.name and s.pattern == "aurora-dsql" for s in result.skipped)
+
+
+def _run_concurrency(options: RunOptions) -> RunResult:
+    from warmdb.bench.concurrency import Workload
+
+    assert options.concurrency is not None
+    sidecar_ok, sidecar_why = _sidecar_usable() if options.via_sidecar else (False, "")
+    # The sidecar's PgBouncer verifies the endpoint's name (it sends SNI only then): an
+    # emulator named localhost, whose certificate covers that name, is one it can reach.
+    emulator_options: dict[str, Any] = {"temporary_credentials": True}
+    if sidecar_ok:
+        emulator_options["hostname"] = "localhost"
+    server = open_server(options.kwargs, **emulator_options)
+    workload = Workload(
+        concurrency=options.concurrency,
+        requests=options.requests,
+        hold=options.hold,
+        query=options.query,
+    )
+    try:
+        with environment(server.environment):
+            result = RunResult(environment=_environment(options, server))
+            result.environment["hold_s"] = options.hold
+            if options.via_sidecar and not sidecar_ok:
+                server.notes.append(f"--via-sidecar: {sidecar_why}")
+            runs = len(options.variants) * (2 if sidecar_ok else 1)
+            progress = _progress(options, options.requests * runs)
+            try:
+                for variant in options.variants:
+                    routes: list[tuple[str, dict[str, Any]]] = [("direct", server.kwargs)]
+                    sidecar = _start_sidecar(server) if sidecar_ok else None
+                    if sidecar is not None:
+                        routes.append(("sidecar", _sidecar_kwargs(sidecar)))
+                    try:
+                        for via, kwargs in routes:
+                            outcome = _measure(variant, workload, kwargs, via, server, progress)
+                            result.concurrency.append(outcome)
+                    finally:
+                        if sidecar is not None:
+                            sidecar.stop()
+            finally:
+                progress.close()
+            result.environment["notes"] = list(server.notes)
+    finally:
+        server.close()
+    return result
+
+
+def _measure(
+    variant: Variant,
+    workload: Workload,
+    kwargs: dict[str, Any],
+    via: str,
+    server: BenchServer,
+    progress: Progress,
+) -> ConcurrencyResult:
+    """Run the workload once, sampling the server's open connections when it says."""
+    from warmdb.bench.concurrency import run_workload
+    from warmdb.bench.server import ConnectionMonitor
+
+    count = server.server_connections()
+    if count is None:
+        return run_workload(
+            variant, workload, kwargs, via=via, peak=lambda: None, progress=progress
+        )
+    with ConnectionMonitor(count) as monitor:
+        return run_workload(
+            variant, workload, kwargs, via=via, peak=lambda: monitor.peak, progress=progress
+        )
+
+
+def _sidecar_usable() -> tuple[bool, str]:
+    """Whether ``warmdb sidecar`` can run here, and if not, one line saying why."""
+    try:
+        from warmdb.sidecar.process import find_pgbouncer
+        from warmdb.sidecar.supervisor import Sidecar  # noqa: F401 - present or not
+    except ImportError as exc:
+        return False, f"warmdb sidecar is not usable yet ({exc.name} is missing); skipped"
+    from warmdb.errors import ConfigurationError
+
+    try:
+        find_pgbouncer()
+    except ConfigurationError as exc:
+        return False, f"warmdb sidecar needs PgBouncer: {exc}; skipped"
+    return True, ""
+
+
+def _start_sidecar(server: BenchServer) -> Any:
+    from warmdb.emulator.postgres import free_port
+    from warmdb.sidecar.supervisor import Sidecar
+
+    emulator = server.emulator
+    if emulator is None:
+        keys = ("port", "region", "user", "dbname", "auth", "profile", "sslmode", "sslrootcert")
+        endpoint = {k: v for k, v in server.kwargs.items() if k in keys}
+        return Sidecar(host=str(server.kwargs["host"]), listen_port=free_port(), **endpoint).start()
+    return Sidecar(
+        host=emulator.hostname,
+        port=emulator.port,
+        auth="dsql",
+        region=emulator.region,
+        sslrootcert=str(emulator.ca_path),
+        listen_port=free_port(),
+    ).start()
+
+
+def _sidecar_kwargs(sidecar: Any) -> dict[str, Any]:
+    """warmdb's connect arguments for a client of *sidecar* (plain password, loopback)."""
+    state = sidecar.state
+    return {
+        "host": state.host,
+        "port": state.port,
+        "user": state.user,
+        "dbname": state.dbname,
+        "password": state.password(),
+        "auth": "password",
+    }

@@ -12,7 +12,12 @@ keyword arguments of :class:`warmdb.emulator.Emulator`::
     def dsql_emulator_options():
         return {"time_scale": 60, "occ_conflict_rate": 0.1, "seed": 7}
 
-Nothing is imported or started unless a test uses the fixture.
+For RDS PostgreSQL (``rds-db`` tokens, no DSQL transaction rules), ask for
+``rds_postgres_emulator`` instead, configured by ``rds_postgres_emulator_options``; e.g.
+``{"idle_client_timeout": 1800, "time_scale": 1800}`` drops pooled connections idle one
+second, as RDS Proxy does after 30 minutes.
+
+Nothing is imported or started unless a test uses a fixture.
 """
 
 from __future__ import annotations
@@ -27,7 +32,12 @@ if TYPE_CHECKING:
 
     from warmdb.emulator.service import Emulator
 
-__all__ = ["dsql_emulator", "dsql_emulator_options"]
+__all__ = [
+    "dsql_emulator",
+    "dsql_emulator_options",
+    "rds_postgres_emulator",
+    "rds_postgres_emulator_options",
+]
 
 
 @pytest.fixture(scope="session")
@@ -46,4 +56,23 @@ def dsql_emulator(dsql_emulator_options: dict[str, Any]) -> Iterator[Emulator]:
     from warmdb.emulator.service import Emulator
 
     with Emulator(**dsql_emulator_options) as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="session")
+def rds_postgres_emulator_options() -> dict[str, Any]:
+    """Keyword arguments for the session's RDS PostgreSQL emulator; RDS defaults."""
+    return {}
+
+
+@pytest.fixture(scope="session")
+def rds_postgres_emulator(rds_postgres_emulator_options: dict[str, Any]) -> Iterator[Emulator]:
+    """A running RDS PostgreSQL emulator (``engine="rds-postgres"``), shared by the session.
+
+    Same interface as ``dsql_emulator``; ``token(user)`` signs ``rds-db`` tokens.
+    """
+    from warmdb.emulator.service import Emulator
+
+    options = {**rds_postgres_emulator_options, "engine": "rds-postgres"}
+    with Emulator(**options) as emulator:
         yield emulator

@@ -15,9 +15,11 @@ class StatsSnapshot:
 
     :ivar accepted: connections that authenticated and reached the upstream server.
     :ivar rejected: refused connections by reason: ``rate``, ``max_connections``, ``no_tls``,
-        ``auth``, ``protocol`` (malformed or oversized packets, timeouts before login) and
+        ``no_sni``, ``auth`` (bad token, or none: the client hung up when asked for it),
+        ``protocol`` (malformed or oversized packets, timeouts before login) and
         ``upstream`` (the upstream server refused, e.g. an unknown role).
-    :ivar auth_failures: the ``auth`` refusals by token check reason (``expired``...).
+    :ivar auth_failures: the ``auth`` refusals by token check reason (``expired``,
+        ``no_password``...).
     :ivar current: connections open now (from admission to close).
     :ivar peak: the most connections open at once.
     :ivar transactions: transactions that ended (committed or rolled back), implicit ones too.
@@ -25,6 +27,7 @@ class StatsSnapshot:
     :ivar limit_violations: transactions stopped by a limit, by limit name.
     :ivar occ_conflicts: 40001 OC000 errors sent: real conflicts and injected ones.
     :ivar expired: connections closed at the end of their lifetime.
+    :ivar idle_closed: connections closed by the idle client timeout.
     :ivar cancels: cancel requests forwarded upstream.
     """
 
@@ -38,6 +41,7 @@ class StatsSnapshot:
     limit_violations: dict[str, int]
     occ_conflicts: int
     expired: int
+    idle_closed: int
     cancels: int
 
     def as_dict(self) -> dict[str, object]:
@@ -102,5 +106,6 @@ class Stats:
                 limit_violations=dict(self._violations),
                 occ_conflicts=self._counts["occ_conflicts"],
                 expired=self._counts["expired"],
+                idle_closed=self._counts["idle_closed"],
                 cancels=self._counts["cancels"],
             )

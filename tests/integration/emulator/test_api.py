@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -16,6 +19,7 @@ import pytest
 import trustme
 
 from warmdb.emulator import Emulator, Limits, serve
+from warmdb.emulator.upstream import socket_path as upstream_socket_path
 
 from .conftest import login
 
@@ -32,7 +36,9 @@ def reachable_dir():
 def test_data_dir_keeps_data(reachable_dir):
     data = reachable_dir / "data"
     with serve(data_dir=data) as dsql, psycopg.connect(**dsql.connection_params()) as conn:
+        # One DDL per transaction, as DSQL wants.
         conn.execute("create table kept (id int)")
+        conn.commit()
         conn.execute("insert into kept values (7)")
         conn.commit()
     with serve(data_dir=data) as dsql, psycopg.connect(**dsql.connection_params()) as conn:
@@ -139,3 +145,70 @@ def test_stop_closes_open_connections():
     finally:
         conn.close()
         dsql.stop()
+
+
+def other_os_user() -> str:
+    """An OS account that is neither us nor the account the upstream runs as."""
+    import pwd
+
+    from warmdb.emulator.postgres import _server_account
+
+    server = _server_account()
+    for name in ("nobody", "daemon", "bin"):
+        with contextlib.suppress(KeyError):
+            entry = pwd.getpwnam(name)
+            if entry.pw_uid not in (os.geteuid(), server and server[0]):
+                return name
+    pytest.skip("no other OS account to try")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching OS users needs root")
+@pytest.mark.skipif(shutil.which("psql") is None, reason="psql not installed")
+def test_data_dir_is_private_to_its_os_user(reachable_dir):
+    data = reachable_dir / "data"
+    with serve(data_dir=data) as dsql:
+        pg = dsql.upstream
+        socket_file = Path(upstream_socket_path(pg.socket_dir, pg.port))
+        for path in (data, pg.socket_dir, pg.data_dir):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+        assert stat.S_IMODE(socket_file.stat().st_mode) & 0o077 == 0
+        # Another OS user runs psql against the trusted socket, as the superuser: refused.
+        result = subprocess.run(
+            [
+                "runuser",
+                "-u",
+                other_os_user(),
+                "--",
+                "psql",
+                "-h",
+                str(pg.socket_dir),
+                "-p",
+                str(pg.port),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-w",
+                "-At",
+                "-c",
+                "select 'in as ' || current_user",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd="/",
+        )
+        assert result.returncode != 0
+        assert "in as" not in result.stdout
+        assert "Permission denied" in result.stderr
+        # The emulator itself still gets through.
+        with psycopg.connect(**dsql.connection_params()) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+
+
+def test_existing_data_dir_is_made_private(reachable_dir):
+    data = reachable_dir / "data"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)
+    with serve(data_dir=data):
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700

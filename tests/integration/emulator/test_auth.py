@@ -11,7 +11,7 @@ import pytest
 from warmdb.auth.credentials import Credentials
 from warmdb.auth.tokens import TokenSpec, sign_token
 
-from .conftest import emulator, login, open_socket
+from .conftest import emulator, login, open_socket, wait_for
 
 
 def make_token(
@@ -154,3 +154,111 @@ def test_cancel_request_for_unknown_key_is_ignored(dsql_emulator):
         sock.sendall(bytes.fromhex("0000001004d2162e0000000100000002"))
         assert sock.recv(1) == b""
     assert login(dsql_emulator, make_token(dsql_emulator)) == {}
+
+
+# SNI ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sni_dsql():
+    """DSQL's SNI rule, whatever the session emulator's default."""
+    with emulator(require_sni=True) as dsql:
+        yield dsql
+
+
+@pytest.mark.parametrize(
+    "without_sni",
+    [
+        {"host": "127.0.0.1", "hostaddr": "127.0.0.1"},  # libpq sends no SNI for an address
+        {"sslsni": "0"},
+    ],
+)
+def test_client_without_sni_is_refused_as_dsql_does(sni_dsql, without_sni):
+    params = {**sni_dsql.connection_params(user="admin"), **without_sni}
+    before = sni_dsql.stats.rejected.get("no_sni", 0)
+    with pytest.raises(psycopg.OperationalError, match="sni was not received"):
+        psycopg.connect(**params)
+    assert sni_dsql.stats.rejected["no_sni"] == before + 1
+
+
+def test_client_with_sni_is_accepted(sni_dsql):
+    with psycopg.connect(**sni_dsql.connection_params(user="admin")) as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
+
+
+def test_asyncpg_by_address_sends_no_sni_and_is_refused(sni_dsql):
+    import asyncio
+
+    import asyncpg
+
+    from .conftest import tls_context
+
+    async def main() -> None:
+        context = tls_context(sni_dsql)
+        context.check_hostname = False
+        await asyncpg.connect(
+            host="127.0.0.1",
+            port=sni_dsql.port,
+            user="admin",
+            password=sni_dsql.token(host="127.0.0.1"),
+            ssl=context,
+        )
+
+    with pytest.raises(asyncpg.PostgresError, match="sni was not received") as caught:
+        asyncio.run(main())
+    assert caught.value.sqlstate == "08004"
+
+
+def test_sni_check_can_be_turned_off():
+    with emulator(require_sni=False) as dsql:
+        params = {**dsql.connection_params(user="admin"), "sslsni": "0"}
+        with psycopg.connect(**params) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+
+
+# Temporary credentials ---------------------------------------------------------------------
+
+
+def test_token_with_session_token_refused_by_long_term_keys(dsql_emulator):
+    keys = dsql_emulator.credentials
+    assert keys.token is None
+    borrowed = Credentials(keys.access_key, keys.secret_key, "FwoGZXIvYXdzEJr//////////wEaDA==")
+    token = make_token(dsql_emulator, keys=borrowed)
+    params = dsql_emulator.connection_params(user="admin", token=False)
+    with pytest.raises(psycopg.OperationalError, match="IAM authentication failed"):
+        psycopg.connect(**params, password=token)
+
+
+def test_temporary_credentials_like_lambdas():
+    with emulator(temporary_credentials=True) as dsql:
+        keys = dsql.credentials
+        assert keys.access_key.startswith("ASIA")
+        assert keys.token is not None
+        assert len(keys.token) > 500
+        params = dsql.connection_params(user="admin", token=False)
+        with psycopg.connect(**params, password=dsql.token()) as conn:
+            assert conn.execute("select current_user").fetchone() == ("admin",)
+        # The same key pair without the session token is not enough.
+        bare = Credentials(keys.access_key, keys.secret_key)
+        with pytest.raises(psycopg.OperationalError, match="IAM authentication failed"):
+            psycopg.connect(**params, password=make_token(dsql, keys=bare))
+        assert dsql.stats.auth_failures["session_token"] == 1
+
+
+# A login without a password ----------------------------------------------------------------
+
+
+def test_login_without_password_is_an_auth_failure(dsql_emulator):
+    before = dsql_emulator.stats
+    params = dsql_emulator.connection_params(user="admin", token=False)
+    with pytest.raises(psycopg.OperationalError, match="no password supplied"):
+        psycopg.connect(**params)
+    wait_for(
+        lambda: (
+            dsql_emulator.stats.auth_failures.get("no_password", 0)
+            == 1 + before.auth_failures.get("no_password", 0)
+        )
+    )
+    after = dsql_emulator.stats
+    assert after.rejected.get("auth", 0) == before.rejected.get("auth", 0) + 1
+    assert after.rejected.get("protocol", 0) == before.rejected.get("protocol", 0)

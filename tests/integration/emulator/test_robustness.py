@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import threading
@@ -10,9 +11,9 @@ import time
 import psycopg
 import pytest
 
-from warmdb.emulator import protocol
+from warmdb.emulator import Limits, protocol
 
-from .conftest import emulator, login, open_socket, read_until
+from .conftest import emulator, login, open_socket, read_until, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +120,81 @@ def test_many_bad_clients_at_once(dsql, healthy):
         thread.start()
     for thread in threads:
         thread.join()
+
+
+# The lifetime cut ends the upstream work too -----------------------------------------------
+
+
+def test_lifetime_cut_stops_the_statement_and_releases_its_locks():
+    # 60 s of DSQL time at scale 30: the cut comes two real seconds after login.
+    limits = Limits(connection_lifetime=60, time_scale=30, token_time_scale=1)
+    with emulator(limits=limits) as dsql:
+        direct = psycopg.connect(**dsql.upstream.libpq_params(), autocommit=True)
+        direct.execute("create table held (id int primary key, n int)")
+        direct.execute("insert into held values (1, 0)")
+        cut = psycopg.connect(**dsql.connection_params())
+        pid = cut.execute("select pg_backend_pid()").fetchone()[0]
+        cut.execute("update held set n = 1 where id = 1")  # a row lock, held to the end
+        with pytest.raises(psycopg.OperationalError, match="connection duration limit"):
+            cut.execute("select pg_sleep(60)")
+
+        def backend_gone() -> bool:
+            row = direct.execute("select count(*) from pg_stat_activity where pid = %s", [pid])
+            return row.fetchone()[0] == 0
+
+        wait_for(backend_gone, timeout=5)
+        # The row lock went with it: an update that would wait for it goes through at once.
+        direct.execute("set lock_timeout = '1s'")
+        direct.execute("update held set n = 2 where id = 1")
+        assert direct.execute("select n from held").fetchone() == (2,)
+        direct.close()
+
+
+def test_client_vanishing_mid_statement_stops_it(dsql):
+    direct = psycopg.connect(**dsql.upstream.libpq_params(), autocommit=True)
+    conn = psycopg.connect(**dsql.connection_params(), autocommit=True)
+    pid = conn.execute("select pg_backend_pid()").fetchone()[0]
+    # Start a long statement, then drop the socket without a word.
+    conn.pgconn.send_query(b"select pg_sleep(60)")
+    wait_for(
+        lambda: (
+            direct.execute(
+                "select count(*) from pg_stat_activity where pid = %s and state = 'active'", [pid]
+            ).fetchone()[0]
+            == 1
+        )
+    )
+    socket.socket(fileno=os.dup(conn.pgconn.socket)).shutdown(socket.SHUT_RDWR)
+    wait_for(
+        lambda: (
+            direct.execute(
+                "select count(*) from pg_stat_activity where pid = %s", [pid]
+            ).fetchone()[0]
+            == 0
+        ),
+        timeout=5,
+    )
+    conn.close()
+    direct.close()
+
+
+# One large message -------------------------------------------------------------------------
+
+
+def test_a_32_mib_query_passes_and_others_keep_being_served(dsql, healthy):
+    literal = "x" * (32 * 1024 * 1024)
+    result: list[object] = []
+
+    def big() -> None:
+        with psycopg.connect(**dsql.connection_params(), autocommit=True) as conn:
+            result.append(conn.execute(f"select length('{literal}')").fetchone())
+
+    thread = threading.Thread(target=big)
+    thread.start()
+    served = 0
+    while thread.is_alive():
+        healthy.execute("select 1")
+        served += 1
+    thread.join()
+    assert result == [(len(literal),)]
+    assert served > 0

@@ -55,6 +55,8 @@ __all__ = [
 _PASSWORD_BUFFERS = (((1, 26), 65_531), ((1, 17), 2_048), ((1, 16), 996), ((0,), 160))
 # Characters that would need quoting in a connection string or the auth file.
 _UNSAFE = re.compile(r"[\s'\"\\=#;]")
+# Words an HBA file reads as something other than one user name.
+_HBA_KEYWORDS = frozenset({"all", "sameuser", "samerole", "samegroup", "replication"})
 
 
 class PgBouncerError(WarmdbError):
@@ -178,6 +180,10 @@ def render_hba(client_user: str) -> str:
     way in.
     """
     user = _checked_word("client_user", client_user)
+    if user.lower() in _HBA_KEYWORDS or user[0] in "+@":
+        raise ConfigurationError(
+            f"client_user={user!r} is an HBA keyword or pattern, which would admit other users"
+        )
     return "".join(
         f"{kind} all {user} {address}scram-sha-256\n"
         for kind, address in (("local", ""), ("host", "0.0.0.0/0 "), ("host", "::/0 "))

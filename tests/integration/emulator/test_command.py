@@ -235,3 +235,39 @@ def test_upstream_dies_when_the_emulator_is_killed():
         # Nobody is left to remove the killed emulator's temporary directories.
         shutil.rmtree(base, ignore_errors=True)
         shutil.rmtree(Path(info["ca_path"]).parent.parent, ignore_errors=True)
+
+
+def test_rds_engine_with_temporary_credentials():
+    process = start(
+        "--json", "--engine", "rds-postgres", "--session-token", "--log-level", "warning"
+    )
+    try:
+        info = json.loads(process.stdout.readline())
+        assert info["engine"] == "rds-postgres"
+        assert info["access_key_id"].startswith("ASIA")
+        keys = Credentials(info["access_key_id"], info["secret_access_key"], info["session_token"])
+        spec = TokenSpec(
+            kind="rds",
+            host=info["hostname"],
+            port=info["port"],
+            region=info["region"],
+            user="admin",
+            expires_in=900,
+        )
+        params = {
+            "host": info["hostname"],
+            "hostaddr": "127.0.0.1",
+            "port": info["port"],
+            "user": "admin",
+            "dbname": "postgres",
+            "sslmode": "verify-full",
+            "sslrootcert": info["ca_path"],
+        }
+        with psycopg.connect(**params, password=sign_token(spec, keys, time.time())) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+        without_session = Credentials(keys.access_key, keys.secret_key)
+        with pytest.raises(psycopg.OperationalError, match="PAM authentication failed"):
+            psycopg.connect(**params, password=sign_token(spec, without_session, time.time()))
+    finally:
+        out, _ = stop(process)
+    assert json.loads(out)["stats"]["auth_failures"] == {"session_token": 1}

@@ -81,3 +81,45 @@ def test_environment_keys_are_accepted_besides_random_ones(monkeypatch):
 def test_tls_cert_needs_its_key(monkeypatch):
     with pytest.raises(ConfigurationError, match="--tls-key"):
         build(monkeypatch, "--tls-cert", "c.pem")
+
+
+def test_engine_defaults(monkeypatch):
+    options = build(monkeypatch)
+    assert options["engine"] == "dsql"
+    assert options["upstream_connections"] == 1000
+    assert options["idle_client_timeout"] is None
+    assert options["require_sni"] is None
+    assert options["credentials"].token is None
+
+
+def test_rds_engine_keeps_its_limits_unless_given(monkeypatch):
+    options = build(monkeypatch, "--engine", "rds-postgres", "--idle-client-timeout", "1800")
+    limits = options["limits"]
+    assert (limits.connection_rate, limits.connection_burst) == (200.0, 200)
+    assert limits.connection_lifetime == float("inf")
+    assert options["idle_client_timeout"] == 1800.0
+    given = build(monkeypatch, "--engine", "rds-postgres", "--connection-rate", "50")["limits"]
+    assert given.connection_rate == 50.0
+    assert given.connection_burst == 200
+
+
+def test_session_token_issues_temporary_credentials(monkeypatch):
+    keys = build(monkeypatch, "--session-token")["credentials"]
+    assert keys.access_key.startswith("ASIA")
+    assert keys.token
+
+
+def test_session_token_is_not_for_environment_keys(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAENVIRONMENT00001")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x" * 40)
+    with pytest.raises(ConfigurationError, match="--session-token"):
+        build(monkeypatch, "--credentials", "env", "--session-token")
+
+
+def test_mysql_engine_is_reserved_but_not_available(monkeypatch):
+    with pytest.raises(ConfigurationError, match="not available"):
+        build(monkeypatch, "--engine", "mysql")
+
+
+def test_no_sni_check(monkeypatch):
+    assert build(monkeypatch, "--no-sni-check")["require_sni"] is False

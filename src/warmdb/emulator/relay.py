@@ -83,6 +83,7 @@ _CONFLICT_CODES = frozenset({"40001", "40P01"})
 # fails with upstream: lock_timeout, serialization failure, deadlock.
 _WAIT_CODES = frozenset({"55P03", "40001", "40P01"})
 _NEEDS_RELAY = frozenset({sql_rules.WRITE, sql_rules.DDL, sql_rules.COMMIT})
+_NEEDS_RELAY_OR_UNKNOWN = _NEEDS_RELAY | {sql_rules.EXECUTE}
 _TAGS = {
     "INSERT": b"INSERT 0 0",
     "UPDATE": b"UPDATE 0",
@@ -356,8 +357,9 @@ class Relay:
         """A Query that is not a lone read: run its statements one at a time."""
         statements = sql_rules.split(message[5:])
         checks = self.limits.sql_checks
+        # An EXECUTE of a statement prepared earlier in the same Query resolves only then.
         if all(
-            self._resolve(statement).kind not in _NEEDS_RELAY
+            self._resolve(statement).kind not in _NEEDS_RELAY_OR_UNKNOWN
             and (statement.refusal is None or not checks)
             for statement in statements
         ):

@@ -1,9 +1,12 @@
 """DSQL's limits through real clients: connection rate and burst, open connections, lifetime,
-transaction age, rows and size."""
+transaction age, rows and size (per transaction, whatever the framing: psql -c, several
+statements in one Query, PREPARE/EXECUTE, the extended protocol)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import time
 
 import asyncpg
@@ -122,10 +125,31 @@ def test_transaction_age_resets_between_transactions(aged):
             time.sleep(0.4)
 
 
+PSQL = "/usr/lib/postgresql/15/bin/psql"
+
+
+def psql(dsql, sql: str) -> subprocess.CompletedProcess[str]:
+    """Run ``psql -c SQL`` against *dsql* (one simple Query holding the whole string)."""
+    params = dsql.connection_params()
+    password = params.pop("password")
+    conninfo = " ".join(f"{key}={value}" for key, value in params.items())
+    env = {**os.environ, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "10"}
+    return subprocess.run(
+        [PSQL, "-X", "-v", "ON_ERROR_STOP=1", conninfo, "-c", sql],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
 @pytest.fixture
 def items(dsql_emulator):
     conn = psycopg.connect(**dsql_emulator.connection_params())
+    # One DDL per transaction, and no DML with it, as on DSQL.
     conn.execute("create table if not exists items (id int primary key, payload text)")
+    conn.commit()
     conn.execute("delete from items")
     conn.commit()
     yield conn
@@ -245,3 +269,92 @@ def test_row_limit_applies_to_asyncpg_executemany(dsql_emulator, items):
             await conn.close()
 
     assert asyncio.run(main()) == 3000
+
+
+def test_row_limit_with_begin_and_commit_inside_psql_c(dsql_emulator, items):
+    """``psql -c "begin; insert ...; commit;"`` is one Query: the COMMIT must not run."""
+    result = psql(
+        dsql_emulator,
+        "begin; insert into items select g, 'x' from generate_series(1, 3001) g; commit;",
+    )
+    assert result.returncode == 1
+    assert "ERROR:  transaction row limit exceeded" in result.stderr
+    assert count(items) == 0
+    ok = psql(
+        dsql_emulator,
+        "begin; insert into items select g, 'x' from generate_series(1, 3000) g; commit;",
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert count(items) == 3000
+
+
+def test_row_limit_counts_across_statements_of_one_query(dsql_emulator, items):
+    result = psql(
+        dsql_emulator,
+        "insert into items select g, 'x' from generate_series(1, 2000) g; "
+        "insert into items select g, 'x' from generate_series(2001, 3001) g",
+    )
+    assert result.returncode == 1
+    assert "transaction row limit exceeded" in result.stderr
+    assert count(items) == 0
+
+
+def test_row_limit_with_begin_and_commit_in_one_psycopg2_execute(dsql_emulator, items):
+    conn = psycopg2.connect(**dsql_emulator.connection_params())
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            with pytest.raises(psycopg2.errors.ProgramLimitExceeded):
+                cur.execute(
+                    "begin; insert into items select g, 'x' from generate_series(1, 3001) g; commit"
+                )
+            # The transaction was rolled back: the session is usable and nothing committed.
+            cur.execute("select count(*) from items")
+            assert cur.fetchone() == (0,)
+    finally:
+        conn.close()
+
+
+def test_row_limit_applies_to_sql_prepare_and_execute(dsql_emulator, items):
+    with psycopg.connect(**dsql_emulator.connection_params(), autocommit=True) as conn:
+        conn.execute(
+            "prepare fill (int) as insert into items select g, 'x' from generate_series(1, $1) g",
+            prepare=False,
+        )
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded):
+            conn.execute("execute fill (3001)", prepare=False)
+        assert conn.execute("select count(*) from items").fetchone() == (0,)
+        conn.execute("execute fill (3000)", prepare=False)
+        assert conn.execute("select count(*) from items").fetchone() == (3000,)
+
+
+def test_row_limit_applies_to_sql_execute_through_psql(dsql_emulator, items):
+    result = psql(
+        dsql_emulator,
+        "prepare fill as insert into items select g, 'x' from generate_series(1, 3001) g; "
+        "execute fill;",
+    )
+    assert result.returncode == 1
+    assert "transaction row limit exceeded" in result.stderr
+    assert count(items) == 0
+
+
+async def fill_in_one_transaction(conn):
+    async with conn.transaction():
+        await conn.execute("insert into items select g, $1 from generate_series(1, 2000) g", "x")
+        await conn.execute("insert into items select g, 'x' from generate_series(2001, 3001) g")
+
+
+def test_row_limit_in_a_transaction_through_asyncpg(dsql_emulator, items):
+
+    async def main():
+        conn = await asyncpg_admin(dsql_emulator)
+        try:
+            with pytest.raises(asyncpg.PostgresError) as info:
+                await fill_in_one_transaction(conn)
+            assert info.value.sqlstate == "54000"
+            return await conn.fetchval("select count(*) from items")
+        finally:
+            await conn.close()
+
+    assert asyncio.run(main()) == 0

@@ -1,4 +1,4 @@
-"""The Lambda layer zip: warmdb under python/, the launcher under extensions/, PgBouncer if given."""
+"""The Lambda layer zip: warmdb in python/, the launcher in extensions/, PgBouncer if given."""
 
 from __future__ import annotations
 

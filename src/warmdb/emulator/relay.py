@@ -685,9 +685,11 @@ class Relay:
         return self._conflict(message)
 
     def _conflict(self, message: bytes) -> bytes:
+        """DSQL's OC000 error in place of *message*, none of whose fields (detail, context:
+        PostgreSQL's wait or conflict) would be DSQL's."""
         self.stats.add("occ_conflicts")
         refusal = self.limits.refusal("occ")
-        return protocol.replace_error_message(message, code=refusal.code, text=refusal.message)
+        return protocol.error_response(refusal.code, refusal.message)
 
     def _upstream_ready(self, message: bytes) -> None:
         entry = self.cycles.popleft() if self.cycles else None

@@ -26,6 +26,8 @@ def accounts(dsql_emulator):
 
 
 def test_real_conflict_between_two_sessions(accounts):
+    """A write to a row changed since the transaction's snapshot fails at COMMIT, as on DSQL
+    (PostgreSQL would fail the UPDATE itself)."""
     before = accounts.stats.occ_conflicts
     first = psycopg.connect(**accounts.connection_params())
     second = psycopg.connect(**accounts.connection_params())
@@ -34,11 +36,11 @@ def test_real_conflict_between_two_sessions(accounts):
         assert second.execute("select balance from accounts where id = 1").fetchone() == (100,)
         first.execute("update accounts set balance = balance - 10 where id = 1")
         first.commit()
+        second.execute("update accounts set balance = balance + 10 where id = 1")
         with pytest.raises(psycopg.errors.SerializationFailure) as info:
-            second.execute("update accounts set balance = balance + 10 where id = 1")
+            second.commit()
         assert info.value.sqlstate == "40001"
         assert str(info.value) == OC000
-        second.rollback()
         # Retrying, as DSQL asks, succeeds.
         second.execute("update accounts set balance = balance + 10 where id = 1")
         second.commit()

@@ -43,6 +43,8 @@ logger = get_logger("warmdb.transactions")
 
 #: DSQL refuses a transaction older than this (SQLSTATE 54000).
 DSQL_TRANSACTION_AGE = 300.0
+#: run_transaction's default age_warning: a minute before DSQL's limit.
+_AGE_WARNING = 240.0
 
 CONNECTION = "connection"
 CHECKOUT = "checkout"
@@ -178,6 +180,8 @@ async def _attempt_async(
 
 
 def _check_options(max_age: float | None, age_warning: float | None) -> None:
+    if max_age is None and age_warning == _AGE_WARNING:
+        return
     from warmdb._arguments import check_seconds
 
     check_seconds("max_age", max_age, optional=True, positive=True)

@@ -43,6 +43,12 @@ def test_private_directory_unprivileged_account_socket_only(mysql_emulator):
 
         assert info.st_uid != 0
         assert _uid_of(db.pid) == info.st_uid == pwd.getpwnam("mysql").pw_uid
+    # The data template later servers copy is just as private.
+    from warmdb.emulator.mysql import mariadb
+
+    for template in mariadb._templates.values():
+        assert template.stat().st_mode & 0o777 == 0o700
+        assert template.stat().st_uid == info.st_uid
     conn = pymysql.connect(unix_socket=db.socket_path, user="root")
     try:
         with conn.cursor() as cursor:
@@ -67,13 +73,14 @@ def test_server_dies_with_its_owner(tmp_path):
     script = textwrap.dedent(
         """
         import sys, threading
-        from warmdb.emulator.mysql.mariadb import EmbeddedMariaDB
+        from warmdb.emulator.mysql import mariadb
         # Started from a short-lived thread: the spawner must still tie it to the process.
         box = {}
-        thread = threading.Thread(target=lambda: box.update(db=EmbeddedMariaDB().start()))
+        thread = threading.Thread(target=lambda: box.update(db=mariadb.EmbeddedMariaDB().start()))
         thread.start(); thread.join()
         db = box["db"]
-        print(db.pid, db.socket_path, flush=True)
+        template = next(iter(mariadb._templates.values()))
+        print(db.pid, db.socket_path, template, flush=True)
         sys.stdin.read()
         """
     )
@@ -84,7 +91,7 @@ def test_server_dies_with_its_owner(tmp_path):
         text=True,
     )
     try:
-        pid_text, socket_path = owner.stdout.readline().split()
+        pid_text, socket_path, template = owner.stdout.readline().split()
         pid = int(pid_text)
         assert _is_alive(pid)
         time.sleep(0.2)
@@ -95,4 +102,6 @@ def test_server_dies_with_its_owner(tmp_path):
     finally:
         if owner.poll() is None:
             owner.kill()
+        # Killed, the owner could not clean up: its server directory and data template.
         shutil.rmtree(Path(socket_path).parent, ignore_errors=True)
+        shutil.rmtree(template, ignore_errors=True)

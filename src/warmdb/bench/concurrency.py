@@ -2,6 +2,9 @@
 
 Each request connects, runs the query, holds the connection idle for ``hold`` seconds, runs
 the query again and disconnects, as the seed's Lambda handler did under ``ab -c 100 -n 1000``.
+Each query ends its transaction (the adapter's ``reset``: a rollback when the driver opened
+one), as the seed's autocommit client did: a transaction left open across the hold would pin
+a server connection through PgBouncer's transaction pooling and measure that instead.
 Sync drivers run the requests on ``concurrency`` threads, async drivers as ``concurrency``
 tasks on one event loop. The report gives the latency of whole requests, the failures, and the
 peak number of connections the *server* had open: directly, every request in flight holds one;
@@ -100,8 +103,10 @@ def _run_threads(
             conn = connect()
             try:
                 adapter.execute(conn, workload.query)
+                adapter.reset(conn)
                 time.sleep(workload.hold)
                 adapter.execute(conn, workload.query)
+                adapter.reset(conn)
             finally:
                 adapter.close(conn)
         except Exception as exc:  # a failed request is counted, as ab counts them
@@ -139,8 +144,10 @@ async def _run_async(
                 conn = await connect()
                 try:
                     await adapter.execute(conn, workload.query)
+                    await adapter.reset(conn)
                     await asyncio.sleep(workload.hold)
                     await adapter.execute(conn, workload.query)
+                    await adapter.reset(conn)
                 finally:
                     await adapter.close(conn)
             except Exception as exc:  # a failed request is counted, as ab counts them

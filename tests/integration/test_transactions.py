@@ -311,6 +311,63 @@ def test_an_exhausted_budget_raises_conflict_error(admin, kwargs):
     assert admin.execute(f"SELECT n FROM {table}").fetchone()[0] == 3
 
 
+def kill_first_attempt(admin: psycopg.Connection, table: str):
+    """A callback whose first attempt loses its connection (the server ends the backend)
+    before it commits; later attempts insert a row."""
+    attempts: list[int] = []
+
+    def fn(conn, attempt):
+        attempts.append(attempt)
+        if hasattr(conn, "exec_driver_sql"):  # a SQLAlchemy Connection
+            conn.exec_driver_sql(f"INSERT INTO {table} VALUES (%s)", (attempt,))
+            if attempt == 1:
+                pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                conn.exec_driver_sql("SELECT 1")
+            return attempt
+        with conn.cursor() as cur:
+            cur.execute(f"INSERT INTO {table} VALUES (%s)", (attempt,))
+            if attempt == 1:
+                cur.execute("SELECT pg_backend_pid()")
+                admin.execute("SELECT pg_terminate_backend(%s)", cur.fetchone())
+                cur.execute("SELECT 1")
+        return attempt
+
+    return fn, attempts
+
+
+@pytest.mark.parametrize("target", ["keeper", "psycopg2-pool", "sqlalchemy"])
+def test_a_connection_lost_before_commit_is_replaced(admin, kwargs, target):
+    table = new_table(admin, "attempt int")
+    fn, attempts = kill_first_attempt(admin, table)
+    retries: list = []
+    if target == "keeper":
+        keeper = warmdb.psycopg.warm(**kwargs)
+        assert run_transaction(keeper, fn, retry=QUICK, on_conflict=retries.append) == 2
+        keeper.close()
+    elif target == "psycopg2-pool":
+        with warmdb.psycopg2.pool(min_size=1, max_size=1, **kwargs) as pool:
+            assert run_transaction(pool, fn, retry=QUICK, on_conflict=retries.append) == 2
+    else:
+        engine = warmdb.sqlalchemy.create_engine(driver="psycopg2", **kwargs)
+        assert run_transaction(engine, fn, retry=QUICK, on_conflict=retries.append) == 2
+        engine.dispose()
+    assert attempts == [1, 2]
+    assert [event.code for event in retries] == ["broken"]
+    # The first attempt's row died with its connection.
+    assert admin.execute(f"SELECT array_agg(attempt) FROM {table}").fetchone()[0] == [2]
+
+
+def test_a_plain_connection_lost_is_not_retried(admin, kwargs):
+    table = new_table(admin, "attempt int")
+    fn, attempts = kill_first_attempt(admin, table)
+    conn = warmdb.psycopg.connect(**kwargs)
+    with pytest.raises(psycopg.OperationalError):
+        run_transaction(conn, fn, retry=QUICK)
+    assert attempts == [1]
+    assert conn.closed
+
+
 def test_the_callback_style_of_the_connector(admin, kwargs):
     """``with_attempt=False``: callbacks written for aurora-dsql's pools run unchanged."""
     table = counter(admin)

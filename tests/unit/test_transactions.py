@@ -371,3 +371,14 @@ def test_split_batches_asks_for_the_row_limit_before_each_batch():
 )
 def test_psycopg2_multi_row_form(statement, expected):
     assert _multi_row(statement) == expected
+
+
+def test_a_connection_lost_before_commit_runs_again_only_where_it_can_be_replaced():
+    lost = ConnectionResetError("the server closed the connection")
+    attempts = Attempts(Backoff(initial=0.01, maximum=0.01, jitter=0.0), clock=FakeClock())
+    attempts.broken_before_commit = True
+    assert attempts.after_failure(lost, None) == 0.01
+    assert attempts.broken_before_commit is False  # one attempt's news, used once
+    assert attempts.after_failure(lost, None) is None  # not broken this time: not retried
+    attempts.broken_before_commit = True
+    assert attempts.after_failure(lost, None, replaceable=False) is None

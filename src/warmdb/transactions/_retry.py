@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     Retry: TypeAlias = "OCCRetryConfig | Backoff | bool | None"
 
 __all__ = [
+    "BROKEN",
     "DEFAULT_RETRY",
     "Attempts",
     "ConflictRetryEvent",
@@ -181,13 +182,18 @@ def merge_retry(pool_retry: Retry, retry: Retry) -> Retry:
     return retry
 
 
+#: The retry code of an attempt whose connection broke before COMMIT was sent.
+BROKEN = "broken"
+
+
 class ConflictRetryEvent:
     """A transaction lost a concurrency conflict and will run again.
 
     :ivar attempt: the number of the attempt that lost (1 for the first).
     :ivar delay: seconds to wait before the next attempt.
     :ivar code: the conflict (``"OC000"``, ``"OC001"``, ``"40001"``, ``"40P01"``,
-        ``"1213"``, ``"1205"``).
+        ``"1213"``, ``"1205"``), or ``"broken"``: the connection was lost before COMMIT
+        was sent, and the next attempt runs on a new one.
     """
 
     __slots__ = ("attempt", "code", "delay")
@@ -237,10 +243,21 @@ class Attempts:
     :param clock: monotonic seconds.
 
     :ivar attempt: the number of the attempt running (1 for the first).
-    :ivar retries: conflicts retried so far.
+    :ivar retries: attempts run again so far.
+    :ivar broken_before_commit: set by the front when the running attempt lost its
+        connection before COMMIT was sent: nothing was committed, so on a connection that
+        can be replaced the attempt runs again (code :data:`BROKEN`).
     """
 
-    __slots__ = ("_backoff", "_clock", "_on_conflict", "_schedule", "_started", "attempt")
+    __slots__ = (
+        "_backoff",
+        "_clock",
+        "_on_conflict",
+        "_schedule",
+        "_started",
+        "attempt",
+        "broken_before_commit",
+    )
 
     def __init__(
         self,
@@ -256,6 +273,7 @@ class Attempts:
         self._started = clock()
         self._backoff: Backoff | None = None
         self.attempt = 1
+        self.broken_before_commit = False
 
     @property
     def retries(self) -> int:
@@ -270,13 +288,16 @@ class Attempts:
         :param replaceable: whether the next attempt can have a working connection; a
             plain connection that the failure closed cannot be replaced.
         :returns: seconds to wait before the next attempt, or ``None``: *exc* is not a
-            conflict to retry and must propagate untouched.
+            conflict (nor a connection lost before COMMIT) and must propagate untouched.
         :raises ConflictError: a conflict, but the budget is spent (raised ``from`` *exc*).
         """
-        if self._schedule is None or not isinstance(exc, Exception):
+        broken, self.broken_before_commit = self.broken_before_commit, False
+        if self._schedule is None or not isinstance(exc, Exception) or not replaceable:
             return None
         code = conflict_code(exc, adapter)
-        if code is None or not replaceable:
+        if code is None and broken:
+            code = BROKEN
+        if code is None:
             return None
         backoff = self._backoff
         if backoff is None:

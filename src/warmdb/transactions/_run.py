@@ -14,8 +14,11 @@ SQLAlchemy (Async)Engine  ``with engine.begin() as conn: fn(conn, attempt)``
 (async_)sessionmaker      ``with factory.begin() as session: fn(session, attempt)``
 ========================  ===================================================================
 
+An attempt that loses its connection before COMMIT is sent committed nothing: on a target
+that can hand out another connection it runs again, on a new one (retry code ``"broken"``).
 A plain connection cannot be replaced: when an attempt leaves it closed, the error
-propagates, conflict or not. Every other target gives the next attempt a working connection.
+propagates, conflict or not. A connection lost while COMMIT is in flight leaves the outcome
+unknown: that error always propagates.
 """
 
 from __future__ import annotations
@@ -143,17 +146,23 @@ def _attempt(
     adapter: SyncAdapter,
     conn: Any,
     fn: Callable[[Any, int], T],
-    attempt: int,
+    attempts: Attempts,
     max_age: float | None,
     age_warning: float | None,
 ) -> T:
     started = time.monotonic()
-    adapter.begin(conn)
+    committing = False
     try:
-        result = fn(conn, attempt)
+        adapter.begin(conn)
+        result = fn(conn, attempts.attempt)
         _age_check(started, max_age, age_warning)
+        committing = True
         adapter.commit(conn)
-    except BaseException:
+    except BaseException as exc:
+        # Lost before COMMIT was sent: nothing of this attempt can have been committed.
+        # After it, the outcome is unknown, and running fn again could apply it twice.
+        if not committing and isinstance(exc, Exception):
+            attempts.broken_before_commit = adapter.is_broken_by(conn, exc)
         _rollback_quietly(adapter, conn)
         raise
     return result
@@ -163,20 +172,44 @@ async def _attempt_async(
     adapter: AsyncAdapter,
     conn: Any,
     fn: Callable[[Any, int], Awaitable[T]],
-    attempt: int,
+    attempts: Attempts,
     max_age: float | None,
     age_warning: float | None,
 ) -> T:
     started = time.monotonic()
-    await adapter.begin(conn)
+    committing = False
     try:
-        result = await fn(conn, attempt)
+        await adapter.begin(conn)
+        result = await fn(conn, attempts.attempt)
         _age_check(started, max_age, age_warning)
+        committing = True
         await adapter.commit(conn)
-    except BaseException:
+    except BaseException as exc:
+        if not committing and isinstance(exc, Exception):
+            attempts.broken_before_commit = adapter.is_broken_by(conn, exc)
         await _rollback_quietly_async(adapter, conn)
         raise
     return result
+
+
+def _sqlalchemy_call(call: Callable[[Any, int], T], conn: Any, attempts: Attempts) -> T:
+    """``call`` inside SQLAlchemy's ``begin()`` block, noting a connection SQLAlchemy
+    invalidated before the block's COMMIT."""
+    try:
+        return call(conn, attempts.attempt)
+    except Exception as exc:
+        attempts.broken_before_commit = bool(getattr(exc, "connection_invalidated", False))
+        raise
+
+
+async def _sqlalchemy_call_async(
+    call: Callable[[Any, int], Awaitable[T]], conn: Any, attempts: Attempts
+) -> T:
+    try:
+        return await call(conn, attempts.attempt)
+    except Exception as exc:
+        attempts.broken_before_commit = bool(getattr(exc, "connection_invalidated", False))
+        raise
 
 
 def _check_options(max_age: float | None, age_warning: float | None) -> None:
@@ -204,7 +237,9 @@ def run_transaction(
     returns what ``fn`` returned. When the attempt fails with a concurrency conflict
     (SQLSTATE 40001 with DSQL's OC000 / OC001, 40P01, MySQL 1213 / 1205; found anywhere in
     the exception chain), it rolls back, waits (exponential backoff with jitter) and calls
-    ``fn`` again, within the retry budget. Any other exception propagates untouched, at once.
+    ``fn`` again, within the retry budget. So it does when the connection broke before
+    COMMIT was sent and *target* can give a new one (a keeper, pool or engine). Any other
+    exception propagates untouched, at once.
     ``fn`` must therefore be safe to run again: keep side effects outside the database
     (HTTP calls, messages) out of it, or make them idempotent.
 
@@ -236,7 +271,7 @@ def run_transaction(
             if kind == CONNECTION:
                 adapter = adapter_for_connection(target, is_async=False)
                 replaceable = False
-                return _attempt(adapter, target, call, attempts.attempt, max_age, age_warning)
+                return _attempt(adapter, target, call, attempts, max_age, age_warning)
             if kind == CHECKOUT:
                 checkout = target.connection()
                 if not hasattr(checkout, "__enter__"):
@@ -246,12 +281,9 @@ def run_transaction(
                     )
                 with checkout as conn:
                     adapter = adapter_for_connection(conn, is_async=False)
-                    return _attempt(adapter, conn, call, attempts.attempt, max_age, age_warning)
-            if kind == ENGINE:
-                with target.begin() as conn:
-                    return call(conn, attempts.attempt)
-            with target.begin() as session:
-                return call(session, attempts.attempt)
+                    return _attempt(adapter, conn, call, attempts, max_age, age_warning)
+            with target.begin() as conn_or_session:
+                return _sqlalchemy_call(call, conn_or_session, attempts)
         except Exception as exc:
             if kind in (ENGINE, SESSIONS):
                 adapter = _dialect_adapter(target, is_async=False)
@@ -294,9 +326,7 @@ async def run_transaction_async(
             if kind == CONNECTION:
                 adapter = adapter_for_connection(target, is_async=True)
                 replaceable = False
-                return await _attempt_async(
-                    adapter, target, call, attempts.attempt, max_age, age_warning
-                )
+                return await _attempt_async(adapter, target, call, attempts, max_age, age_warning)
             if kind in (CHECKOUT, ACQUIRE):
                 checkout = target.connection() if kind == CHECKOUT else target.acquire()
                 if not hasattr(checkout, "__aenter__"):
@@ -306,14 +336,9 @@ async def run_transaction_async(
                     )
                 async with checkout as conn:
                     adapter = adapter_for_connection(conn, is_async=True)
-                    return await _attempt_async(
-                        adapter, conn, call, attempts.attempt, max_age, age_warning
-                    )
-            if kind == ENGINE:
-                async with target.begin() as conn:
-                    return await call(conn, attempts.attempt)
-            async with target.begin() as session:
-                return await call(session, attempts.attempt)
+                    return await _attempt_async(adapter, conn, call, attempts, max_age, age_warning)
+            async with target.begin() as conn_or_session:
+                return await _sqlalchemy_call_async(call, conn_or_session, attempts)
         except Exception as exc:
             if kind in (ENGINE, SESSIONS):
                 adapter = _dialect_adapter(target, is_async=True)

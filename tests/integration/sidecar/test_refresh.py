@@ -111,3 +111,44 @@ def test_state_file_follows_each_refresh(sidecar):
     second = read_state(sidecar.state_path)
     assert second.token_issued_at > first.token_issued_at
     assert second.token_expires_at == second.token_issued_at + 900 / TOKEN_SCALE
+
+
+def test_a_failed_refresh_is_retried_before_the_token_expires(pgbouncer_binary):
+    with emulator(token_time_scale=TOKEN_SCALE) as dsql:
+        calls = [0]
+
+        def flaky_credentials():
+            calls[0] += 1
+            if calls[0] == 2:  # the first refresh
+                from warmdb.errors import CredentialsError
+
+                raise CredentialsError("the credential endpoint timed out")
+            return dsql.credentials
+
+        with sidecar_for(
+            dsql, pgbouncer=pgbouncer_binary, credentials=flaky_credentials
+        ) as sidecar:
+            issued = sidecar.state.token_issued_at
+            wait_for(lambda: sidecar.refreshes >= 1, timeout=10)
+            assert calls[0] >= 3
+            # The retry came well before the first token expired.
+            assert sidecar.state.token_issued_at < issued + 900 / TOKEN_SCALE
+            wait_for(lambda: time.time() > issued + 900 / TOKEN_SCALE + 0.1, timeout=10)
+            reconnect_servers(sidecar)
+            with client(sidecar) as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+            assert dsql.stats.auth_failures == {}
+
+
+def test_no_secret_in_the_log_or_the_state(sidecar):
+    wait_for(lambda: sidecar.refreshes >= 1, timeout=10)
+    with client(sidecar) as conn:
+        conn.execute("SELECT 1")
+    token = (sidecar.directory / "auth.txt").read_text().split('"')[3]
+    password = sidecar.state.password()
+    for name in ("pgbouncer.log", "state.json", "pgbouncer.ini"):
+        text = (sidecar.directory / name).read_text()
+        assert token not in text, name
+        assert "X-Amz-Signature" not in text, name
+        assert password not in text, name
+    assert token not in repr(sidecar.describe())

@@ -73,7 +73,7 @@ def test_json_endpoint_then_statistics():
             assert cursor.fetchone() == (600,)
         conn.close()
     finally:
-        out, err = _stop(process)
+        out, _err = _stop(process)
     assert process.returncode == 0
     stats = json.loads(out.strip().splitlines()[-1])["stats"]
     assert stats["accepted"] == 1

@@ -182,11 +182,19 @@ def _concurrency_table(result: RunResult) -> str | None:
 def render(result: RunResult) -> str:
     """The whole report: header, one table per driver, cold starts, notes, targets."""
     env = result.environment
-    parts = [
-        f"warmdb bench: {env.get('endpoint', '?')}; {env.get('iterations', '?')} iterations "
-        f"of {env.get('query', '?')!r}; times in ms; Python {env.get('python', '?')} "
-        f"on {env.get('machine', '?')}"
-    ]
+    where = f"Python {env.get('python', '?')} on {env.get('machine', '?')}"
+    if result.concurrency and not (result.cells or result.cold):
+        header = (
+            f"warmdb bench, seed 002's workload: {env.get('endpoint', '?')}; each request "
+            f"connects, runs {env.get('query', '?')!r}, holds, runs it again, disconnects; "
+            f"times in ms; {where}"
+        )
+    else:
+        header = (
+            f"warmdb bench: {env.get('endpoint', '?')}; {env.get('iterations', '?')} "
+            f"iterations of {env.get('query', '?')!r}; times in ms; {where}"
+        )
+    parts = [header]
     notes = env.get("notes")
     if isinstance(notes, list):
         parts.extend(f"note: {note}" for note in notes)

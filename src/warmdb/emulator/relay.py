@@ -64,6 +64,7 @@ _BEGIN_IMPLICIT = Q(f"BEGIN; SET LOCAL lock_timeout = '{_LOCK_TIMEOUT}'")
 _SAVEPOINT_FIRST = Q(f"SET LOCAL lock_timeout = '{_LOCK_TIMEOUT}'; SAVEPOINT {_SAVEPOINT}")
 _SAVEPOINT_NEXT = Q(f"RELEASE SAVEPOINT {_SAVEPOINT}; SAVEPOINT {_SAVEPOINT}")
 _ROLLBACK_TO = Q(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+_SAVEPOINT_VERBS = frozenset({"SAVEPOINT", "RELEASE", "ROLLBACK TO"})
 # Run in place of a refused statement: it fails, so PostgreSQL's transaction status becomes
 # what DSQL's is after an error; the relay sends DSQL's error instead of this one's.
 _FAIL = Q("SELECT 1/0")
@@ -78,6 +79,8 @@ _EXTENDED_TYPES = frozenset(b"PBEDC")
 # parameters and COPY data.
 _SIZED_TYPES = frozenset(b"QBd")
 _COPY_TYPES = frozenset(b"dcf")
+# Upstream replies the relay reads: CommandComplete (rows), CopyInResponse, ErrorResponse.
+_RESULT_TYPES = frozenset(b"CGE")
 _CONFLICT_CODES = frozenset({"40001", "40P01"})
 # What a write that would wait for another writer, or that PostgreSQL finds in conflict,
 # fails with upstream: lock_timeout, serialization failure, deadlock.
@@ -217,6 +220,7 @@ class Relay:
         self.ext_step: _Step | None = None
         self.statements: dict[bytes, sql_rules.Statement] = {}
         self.sql_prepared: dict[bytes, sql_rules.Statement] = {}
+        self.judged = True
         self._reset_transaction()
 
     def _reset_transaction(self) -> None:
@@ -225,12 +229,15 @@ class Relay:
         self.txn_bytes = 0
         self.violation: str | None = None
         self.txn_schema = 0
-        self.txn_tables: frozenset[str] = frozenset()
-        self.txn_ddl = 0
-        self.ddl_tables: frozenset[str] = frozenset()
-        self.txn_dml = False
-        self.doomed = False
-        self.savepoint = False
+        # The rest changes only for statements the relay judged (not on the hot path).
+        if self.judged:
+            self.judged = False
+            self.txn_tables: frozenset[str] = frozenset()
+            self.txn_ddl = 0
+            self.ddl_tables: frozenset[str] = frozenset()
+            self.txn_dml = False
+            self.doomed = False
+            self.savepoint = False
 
     # Client messages -------------------------------------------------------------------
 
@@ -337,11 +344,16 @@ class Relay:
 
     def _track(self, statement: sql_rules.Statement) -> None:
         """Note what *statement* does to the transaction (sent, not yet answered)."""
+        self.judged = True
         if statement.kind == sql_rules.PREPARE and statement.name is not None:
             if len(self.sql_prepared) >= _MAX_STATEMENTS:
                 self.sql_prepared.clear()
             if statement.inner is not None:
                 self.sql_prepared[statement.name] = statement.inner
+        elif statement.verb in _SAVEPOINT_VERBS:
+            # The client's own savepoints (postgres-compatible mode): releasing or rolling
+            # back to one may drop the relay's; the next write makes a fresh one.
+            self.savepoint = False
         statement = self._resolve(statement)
         if statement.tables:
             self.txn_tables |= statement.tables
@@ -439,7 +451,7 @@ class Relay:
     def _savepoint(self) -> None:
         """A savepoint to return to if the next write would wait or conflict."""
         self._send_own(_SAVEPOINT_NEXT if self.savepoint else _SAVEPOINT_FIRST)
-        self.savepoint = True
+        self.savepoint = self.judged = True
 
     def _commit(self, statement: sql_rules.Statement, *, implicit: bool = False) -> None:
         """COMMIT, unless DSQL would find a conflict now: then roll back and say so."""
@@ -605,17 +617,20 @@ class Relay:
         if kind == _Z:
             self._upstream_ready(message)
             return
-        entry = self.cycles[0] if self.cycles else None
-        if entry is None:
-            if self.dropping:
-                return  # the rest of a cycle whose statement was refused
+        if self.cycles:
+            entry = self.cycles[0]
+            if entry is not None:
+                if not isinstance(entry, bytes):  # else a reply to the relay's own statement
+                    self._step_message(entry, kind, message)
+                return
+        if self.dropping:
+            return  # the rest of a cycle whose statement was refused
+        if kind in _RESULT_TYPES:
             out = self._result(kind, message)
             if out is not None:
                 self.to_client += out
-            return
-        if isinstance(entry, bytes):
-            return  # a reply to the relay's own statement
-        self._step_message(entry, kind, message)
+        else:
+            self.to_client += message
 
     def _result(self, kind: int, message: bytes) -> bytes | None:
         """A reply to a client statement, with rows counted and conflicts renamed."""
@@ -661,7 +676,7 @@ class Relay:
                 # As on DSQL, this writer neither waits nor fails here: the statement
                 # "succeeds" (its changes undone), and COMMIT will fail.
                 step.doomed = True
-                self.doomed = True
+                self.doomed = self.judged = True
                 verb = step.statement.verb if step.statement is not None else ""
                 self.to_client += _complete(_TAGS.get(verb, b"UPDATE 0"))
                 return

@@ -558,6 +558,16 @@ def test_postgres_compatible_mode_runs_unsupported_sql():
     assert h.write("insert into a values (1)", "INSERT 0 1").endswith(ready(b"T"))
 
 
+def test_client_savepoints_in_postgres_compatible_mode_get_a_fresh_relay_savepoint():
+    """Releasing the relay's savepoint would release the client's later ones too."""
+    h = Harness(sql_checks=False)
+    h.begin()
+    h.write("insert into t values (1)", "INSERT 0 1")
+    assert h.client(Q("savepoint s")) == Q("savepoint s")
+    h.upstream(complete("SAVEPOINT"), ready(b"T"))
+    assert h.write("insert into t values (2)", "INSERT 0 1").endswith(ready(b"T"))
+
+
 def test_create_index_async_runs_as_create_index():
     h = Harness()
     assert h.client(Q("CREATE INDEX ASYNC i ON t (v)")) == Q("CREATE INDEX  i ON t (v)")

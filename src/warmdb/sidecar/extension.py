@@ -44,7 +44,7 @@ MANAGED_INSTANCES = "lambda-managed-instances"
 class ExtensionsApiError(WarmdbError):
     """The Extensions API answered with an error, or could not be reached."""
 
-    __module__ = "warmdb.sidecar"
+    __module__ = "warmdb.sidecar.extension"
 
 
 def registration_events(environ: Mapping[str, str]) -> list[str]:

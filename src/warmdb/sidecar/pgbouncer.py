@@ -62,7 +62,7 @@ _HBA_KEYWORDS = frozenset({"all", "sameuser", "samerole", "samegroup", "replicat
 class PgBouncerError(WarmdbError):
     """PgBouncer could not be found, started or reached."""
 
-    __module__ = "warmdb.sidecar"
+    __module__ = "warmdb.sidecar.pgbouncer"
 
 
 class Capabilities:

@@ -10,12 +10,11 @@ tests fail, they do not skip, without it.
 
 from __future__ import annotations
 
-import contextlib
-import time
-
 import psycopg
 import pytest
 
+from tests.integration.emulator.conftest import emulator as fresh_emulator
+from tests.integration.emulator.conftest import wait_for  # noqa: F401 (for the tests)
 from warmdb.emulator.postgres import free_port
 from warmdb.emulator.service import Emulator
 from warmdb.errors import ConfigurationError
@@ -35,11 +34,9 @@ def pgbouncer_binary() -> str:
         pytest.fail(f"PgBouncer is required for the sidecar tests: {exc}")
 
 
-@contextlib.contextmanager
 def emulator(**options):
     """A fresh emulator named localhost (about half a second to start)."""
-    with Emulator(hostname="localhost", **options) as started:
-        yield started
+    return fresh_emulator(hostname="localhost", **options)
 
 
 @pytest.fixture(scope="session")
@@ -83,15 +80,6 @@ def client(sidecar: Sidecar, **kwargs) -> psycopg.Connection:
         connect_timeout=10,
         **kwargs,
     )
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02) -> None:
-    """Poll *predicate* until true; fail after *timeout* seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail("condition not reached in time")
-        time.sleep(interval)
 
 
 def process_gone(pid: int) -> bool:

@@ -171,7 +171,7 @@ def _banner(emulator: MySQLEmulator, *, show_secret: bool) -> str:
     limits = emulator.limits
     idle = "none" if limits.idle_client_timeout is None else f"{limits.idle_client_timeout:g} s"
     try_line = (
-        f"mariadb -h {emulator.host} -P {port} -u admin --ssl-ca={ca} --enable-cleartext-plugin "
+        f"mariadb -h {emulator.host} -P {port} -u admin --ssl-ca={ca} "
         f'--password="$(warmdb token --auth rds --host {host} --port {port} --user admin)"'
     )
     return "\n".join(

@@ -113,6 +113,7 @@ _FILLER = 23
 
 # Commands that get no answer from the server (COM_STMT_SEND_LONG_DATA, COM_STMT_CLOSE).
 _NO_REPLY_COMMANDS = frozenset({0x18, 0x19})
+_COM_QUIT = 0x01
 
 
 @dataclasses.dataclass(frozen=True)
@@ -503,7 +504,10 @@ class CommandTracker:
         self._left = 0  # payload bytes of the current packet still to come
         self._continued = False  # the current packet continues a 16 MiB one
         self._wants_command = False  # the next payload byte is a command byte
+        #: The client owes the next move when this is false.
         self.awaits_reply = False
+        #: The client said goodbye (COM_QUIT): the server closing now is no failure.
+        self.has_quit = False
 
     def from_client(self, data: bytes) -> None:
         """Note bytes sent by the client."""
@@ -513,6 +517,7 @@ class CommandTracker:
                 if self._wants_command:
                     # A command's first byte says whether an answer will follow.
                     self.awaits_reply = view[0] not in _NO_REPLY_COMMANDS
+                    self.has_quit = self.has_quit or view[0] == _COM_QUIT
                     self._wants_command = False
                 step = min(self._left, len(view))
                 self._left -= step

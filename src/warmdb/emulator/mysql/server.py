@@ -462,9 +462,10 @@ class _Session:
             if up_ready:
                 data = _recv(up)
                 if data == b"":
-                    # MariaDB closed it (wait_timeout, KILL): deliver what it said, then close.
-                    self.stats.add("upstream_closed")
-                    logger.info("connection from %s closed by the upstream", self.peer)
+                    if not tracker.has_quit:
+                        # MariaDB closed it (wait_timeout, KILL): deliver what it said.
+                        self.stats.add("upstream_closed")
+                        logger.info("connection from %s closed by the upstream", self.peer)
                     self._flush_before_close(to_client)
                     return
                 if data:

@@ -103,11 +103,16 @@ def test_wait_timeout_is_mariadbs_and_closes_idle_sessions():
 
 def test_no_idle_timeout_by_default(mysql_emulator):
     assert mysql_emulator.limits.idle_client_timeout is None
+    before = mysql_emulator.stats
     session = connect("pymysql", mysql_emulator, signed(mysql_emulator))
     try:
         assert session.query("SELECT @@wait_timeout") == [(28800,)]
     finally:
         session.close()
+    wait_for(lambda: mysql_emulator.stats.current == before.current)
+    # A client's own goodbye (COM_QUIT) is not counted as the server closing on it.
+    assert mysql_emulator.stats.upstream_closed == before.upstream_closed
+    assert mysql_emulator.stats.idle_closed == before.idle_closed
 
 
 def test_connection_ids_are_mariadbs(mysql_emulator):

@@ -328,3 +328,11 @@ def test_tracker_ignores_the_first_byte_of_a_continuation_packet():
     tracker = CommandTracker()
     tracker.from_client(packets.encode_packet(0, b"\x03" + b"\x19" * MAX_PAYLOAD))
     assert tracker.awaits_reply
+
+
+def test_tracker_notes_the_clients_goodbye():
+    tracker = CommandTracker()
+    tracker.from_client(packets.encode_packet(0, b"\x03SELECT 1"))
+    assert not tracker.has_quit
+    tracker.from_client(packets.encode_packet(0, b"\x01"))
+    assert tracker.has_quit

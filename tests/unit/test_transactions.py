@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from decimal import Decimal
 
 import asyncpg.exceptions
 import psycopg.errors
@@ -319,7 +320,9 @@ def test_row_bytes_counts_text_binary_and_scalars():
     assert row_bytes(("abc",)) == 16 + 4 + 3
     assert row_bytes(("é",)) == 16 + 4 + 2
     assert row_bytes((b"\x00" * 10,)) == 16 + 4 + 20
-    assert row_bytes((1, None)) == 16 + 2 * (4 + 32)
+    assert row_bytes((1, None, True)) == 16 + 3 * 36
+    assert row_bytes(([1, 2],)) == 16 + 16 + 2 * 36
+    assert row_bytes((Decimal("1." + "0" * 50),)) == 16 + 4 + 52
     assert row_bytes({"a": "xy"}) == 16 + 4 + 2
 
 

@@ -56,33 +56,41 @@ DEFAULT_BATCH_BYTES = 8 * 1024 * 1024
 DEFAULT_BATCH_TIME = 60.0
 
 # What a row costs beyond its values (a Bind message, or the parentheses and commas of a
-# VALUES list), and a value of fixed size (numbers, dates, booleans: at most about 30 bytes
-# as text).
+# VALUES list), and a value of fixed size (numbers, booleans, NULL: at most about 30 bytes
+# as text, with its length word).
 _ROW_OVERHEAD = 16
 _VALUE_OVERHEAD = 4
-_SCALAR_BYTES = 32
-_TEXT_TYPES = (str,)
-_BINARY_TYPES = (bytes, bytearray, memoryview)
+_FIXED_BYTES = 36
 
 
 def row_bytes(row: Sequence[Any] | dict[str, Any]) -> int:
     """An upper estimate of the bytes *row* adds to a transaction's size.
 
     Text counts its UTF-8 length, binary data twice its length (psycopg2 sends it as hex
-    text), anything else :data:`_SCALAR_BYTES`.
+    text), numbers, booleans and NULL :data:`_FIXED_BYTES`, anything else its ``str()``.
+    The common kinds are tested first by exact type: this runs once per row written.
     """
-    values = row.values() if isinstance(row, dict) else row
     total = _ROW_OVERHEAD
-    for value in values:
-        if type(value) is str:
+    for value in row.values() if type(row) is dict else row:
+        kind = type(value)
+        if kind is str:
             total += _VALUE_OVERHEAD + (len(value) if value.isascii() else len(value.encode()))
-        elif isinstance(value, _BINARY_TYPES):
-            total += _VALUE_OVERHEAD + 2 * len(value)
-        elif isinstance(value, _TEXT_TYPES):
-            total += _VALUE_OVERHEAD + len(value.encode())
+        elif kind is int or kind is float or value is None or kind is bool:
+            total += _FIXED_BYTES
         else:
-            total += _VALUE_OVERHEAD + _SCALAR_BYTES
+            total += _other_bytes(value)
     return total
+
+
+def _other_bytes(value: object) -> int:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return _VALUE_OVERHEAD + 2 * len(value)
+    if isinstance(value, str):
+        return _VALUE_OVERHEAD + len(value.encode())
+    if isinstance(value, (list, tuple)):  # arrays
+        return row_bytes(value)
+    # Dates, decimals, UUIDs, JSON documents: their text, which is what most drivers send.
+    return _VALUE_OVERHEAD + max(_FIXED_BYTES, len(str(value)))
 
 
 def split_batches(

@@ -3,7 +3,9 @@
 The driver modules are the entry points: :mod:`warmdb.psycopg`, :mod:`warmdb.psycopg2` and
 :mod:`warmdb.asyncpg`. This package imports nothing heavy, so importing it costs a cold start
 next to nothing. It gives the exceptions, :class:`~warmdb.policy.Policy`,
-:func:`~warmdb.governor.limit_connect_rate` and :func:`generate_token`.
+:func:`~warmdb.governor.limit_connect_rate` and :func:`generate_token`; the submodules
+:mod:`warmdb.events` and :mod:`warmdb.emulator` are reachable as attributes, imported on
+first use.
 """
 
 from __future__ import annotations
@@ -34,22 +36,41 @@ __all__ = [
 
 __version__ = "0.1.0"
 
+# Submodules reachable as attributes (``warmdb.events.counts()``), imported on first use so
+# that ``import warmdb`` stays cheap.
+_LAZY_SUBMODULES = frozenset({"events", "emulator", "drivers", "transactions"})
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"warmdb.{name}")
+    raise AttributeError(f"module 'warmdb' has no attribute {name!r}")
+
 
 def generate_token(dsn: str | None = None, **kwargs: object) -> str:
     """Return an IAM token for an endpoint, as a driver module would send it.
 
     Takes the endpoint arguments of the ``connect()`` functions (``host``, ``region``,
     ``user``, ``port``, ``auth``, ``profile``, ``token_duration_secs``,
-    ``custom_credentials_provider``). Tokens are cached and reused while fresh.
+    ``custom_credentials_provider``), and ``family`` (``"postgresql"``, the default, or
+    ``"mysql"``: its default port is 3306). Tokens are cached and reused while fresh.
 
     :raises ConfigurationError: the endpoint does not use IAM authentication, or an argument
-        is bad.
+        is bad or unknown (the message names the closest valid one).
     :raises CredentialsError: no AWS credentials to sign with.
     """
     from warmdb._connect import ConnectPlan
+    from warmdb.drivers import NoDriver
 
     provider = kwargs.pop("custom_credentials_provider", None)
-    plan = ConnectPlan(dsn, kwargs, custom_credentials_provider=provider)
+    family = kwargs.pop("family", "postgresql")
+    if family not in ("postgresql", "mysql"):
+        raise ConfigurationError(f"family={family!r} is not 'postgresql' or 'mysql'")
+    plan = ConnectPlan(
+        dsn, kwargs, adapter=NoDriver(str(family)), custom_credentials_provider=provider
+    )
     if not plan.endpoint.uses_token:
         raise ConfigurationError(
             f"host {plan.endpoint.host!r} does not use IAM authentication: pass auth='dsql' "

@@ -1,15 +1,18 @@
-"""What every driver module does around the driver's own connect.
+"""What every front does around a driver's own connect, through the driver's adapter.
 
-A :class:`ConnectPlan` is made once per ``connect()`` call (or once per pool or keeper): it
-holds the resolved :class:`~warmdb.endpoint.Endpoint`, the driver's pass-through arguments,
-the :class:`~warmdb.policy.Policy` and the way to get the password.
-:meth:`ConnectPlan.password` is called per connect attempt, so a token is always fresh enough
-and a callable password is called every time.
+A :class:`ConnectPlan` is made once per ``connect()`` call (or once per pool, keeper or
+engine): it holds the driver's :class:`~warmdb.drivers.Adapter`, the resolved
+:class:`~warmdb.endpoint.Endpoint`, the driver's pass-through arguments (checked against the
+adapter's, so a misspelled keyword fails at once, naming the closest valid one), the
+:class:`~warmdb.policy.Policy` and the way to get the password. :meth:`ConnectPlan.password`
+is called per connect attempt, so a token is always fresh enough and a password callable is
+called every time.
 
-:func:`raise_connect_error` turns a driver's connect failure into a :class:`~warmdb.ConnectError`,
-with the SQLSTATE and the retry reason reachable and every secret that was sent scrubbed from
-the text. :func:`open_with_retry` and :func:`open_with_retry_async` run one driver's connect
-attempt under the rate governor and the policy's retry schedule, and report events.
+:func:`open_connection` and :func:`open_connection_async` run connect attempts under the rate
+governor and the policy's :class:`~warmdb.retry.Backoff`, report events, and turn a driver's
+failure into a :class:`~warmdb.ConnectError` whose class, SQLSTATE and retry reason come from
+the adapter's classification and whose text holds no secret that was sent. The decision after
+each failure is :class:`Attempts`, written once for both.
 """
 
 from __future__ import annotations
@@ -17,64 +20,63 @@ from __future__ import annotations
 import time
 
 from warmdb import events
+from warmdb._arguments import did_you_mean
 from warmdb._log import get_logger
 from warmdb.auth.credentials import credentials_source
 from warmdb.auth.tokens import TOKEN_CACHE, TokenSpec
-from warmdb.endpoint import resolve
-from warmdb.errors import AuthenticationError, ConfigurationError, ConnectError
+from warmdb.endpoint import FAMILIES, resolve
+from warmdb.errors import AuthenticationError, ConfigurationError, ConnectError, CredentialsError
 from warmdb.governor import current_governor
 from warmdb.policy import Policy, policy_for
-from warmdb.retry import AUTH, RetrySchedule, classify
+from warmdb.retry import AUTH, REFUSED, Backoff
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable, Mapping
-    from typing import NoReturn, TypeVar
+    from collections.abc import Callable, Iterable, Mapping
+    from typing import Any, NoReturn
 
     from warmdb.auth.credentials import Credentials
+    from warmdb.drivers import Adapter, AsyncAdapter, SyncAdapter
     from warmdb.endpoint import Endpoint
 
-    T = TypeVar("T")
-
 __all__ = [
+    "Attempts",
     "ConnectPlan",
-    "libpq_params",
-    "open_with_retry",
-    "open_with_retry_async",
+    "open_connection",
+    "open_connection_async",
     "raise_connect_error",
 ]
 
 logger = get_logger("warmdb.connect")
 
-# Connect failures from libpq-based drivers carry the server's message but not its SQLSTATE.
-# These are the messages the servers warmdb targets send, mapped to the code they carry.
-_SQLSTATE_BY_MESSAGE = (
-    ("IAM authentication failed", "28000"),
-    ("password authentication failed", "28P01"),
-    ("no pg_hba.conf entry", "28000"),
-    ("pg_hba.conf rejects connection", "28000"),
-    ("rate exceeded", "53400"),
-    ("too many open connections", "53300"),
-    ("too many clients already", "53300"),
-    ("remaining connection slots are reserved", "53300"),
-    ("the database system is starting up", "57P03"),
-    ("the database system is shutting down", "57P03"),
-)
 _REDACTED = "<redacted>"
+# Keyword arguments every driver function takes besides the endpoint's and the driver's.
+_FRONT_KEYS = frozenset({"policy", "custom_credentials_provider"})
 
 
 class ConnectPlan:
-    """A resolved connect call: endpoint, driver arguments and password source.
+    """A resolved connect call: driver adapter, endpoint, driver arguments, password source.
 
     :param dsn: the caller's DSN, if any.
     :param kwargs: the caller's keyword arguments (warmdb's and the driver's).
+    :param adapter: the driver's adapter.
     :param custom_credentials_provider: a botocore ``CredentialProvider`` tried first.
     :param policy: how connections live and connects are retried; the preset for the
         endpoint's auth mode (:func:`warmdb.policy.policy_for`) by default.
+    :raises ConfigurationError: a bad, unknown or contradictory argument.
     """
 
-    __slots__ = ("_credentials", "_password", "_spec", "driver_kwargs", "endpoint", "policy")
+    __slots__ = (
+        "_credentials",
+        "_password",
+        "_spec",
+        "adapter",
+        "driver_kwargs",
+        "endpoint",
+        "policy",
+    )
 
+    adapter: Any
     endpoint: Endpoint
     driver_kwargs: dict[str, object]
     policy: Policy
@@ -84,14 +86,30 @@ class ConnectPlan:
         dsn: str | None,
         kwargs: Mapping[str, object],
         *,
+        adapter: Adapter,
         custom_credentials_provider: object | None = None,
         policy: Policy | None = None,
     ) -> None:
-        endpoint, password, driver_kwargs = resolve(dsn, kwargs)
+        family = FAMILIES[adapter.family]
+        endpoint, password, driver_kwargs = resolve(dsn, kwargs, family=family)
+        unknown = sorted(set(driver_kwargs) - adapter.driver_keys)
+        if unknown:
+            valid = adapter.driver_keys | family.endpoint_keys | _FRONT_KEYS
+            raise ConfigurationError(
+                f"unknown argument {unknown[0]!r} for {adapter.name}"
+                + did_you_mean(unknown[0], valid)
+            )
         if policy is not None and not isinstance(policy, Policy):
             raise ConfigurationError(
                 f"policy must be a warmdb.policy.Policy, not {type(policy).__name__}"
             )
+        if isinstance(password, str) and "\0" in password:
+            raise ConfigurationError("password contains a NUL character")
+        if password is not None and not isinstance(password, str) and not callable(password):
+            raise ConfigurationError(
+                f"password must be a string or a callable, not {type(password).__name__}"
+            )
+        self.adapter = adapter
         self.endpoint = endpoint
         self.driver_kwargs = driver_kwargs
         self.policy = policy if policy is not None else policy_for(endpoint.auth)
@@ -126,14 +144,17 @@ class ConnectPlan:
         A token (cached while fresh) in the token modes; in password mode the caller's string,
         the result of calling the caller's callable, or ``None``.
 
-        :raises ConfigurationError: the password callable returned an awaitable (use the async
-            driver functions for an async password callable) or something else than a string.
+        :raises CredentialsError: no credentials to sign with, or the password callable
+            raised or returned something not a string.
+        :raises ConfigurationError: the password callable returned an awaitable (use an async
+            front).
         """
         password = self._raw_password()
         if hasattr(password, "__await__"):
             close = getattr(password, "close", None)
             if close is not None:
                 close()  # don't leave a never-awaited coroutine warning behind
+            # A sync front given an async callable: a configuration mistake, not a failure.
             raise ConfigurationError(
                 "the password callable returned an awaitable: use an async connect function"
             )
@@ -143,7 +164,10 @@ class ConnectPlan:
         """Like :meth:`password`, awaiting the password callable's result if it is awaitable."""
         password = self._raw_password()
         if hasattr(password, "__await__"):
-            password = await password
+            try:
+                password = await password
+            except Exception as exc:
+                raise _callable_failed(exc) from exc
         return _check_password(password)
 
     def _raw_password(self) -> object:
@@ -160,7 +184,10 @@ class ConnectPlan:
             return TOKEN_CACHE.get(self._spec, credentials)
         password = self._password
         if callable(password):
-            return password()
+            try:
+                return password()
+            except Exception as exc:
+                raise _callable_failed(exc) from exc
         return password
 
     @property
@@ -191,23 +218,24 @@ class ConnectPlan:
         return [s for s in found if len(s) >= 4]
 
     def __repr__(self) -> str:
-        return f"ConnectPlan({self.endpoint!r})"
+        return f"ConnectPlan({self.adapter.name}, {self.endpoint!r})"
+
+
+def _callable_failed(exc: Exception) -> CredentialsError:
+    # The callable's own text may hold anything, a secret included: only its type is named.
+    return CredentialsError(f"the password callable raised {type(exc).__name__}")
 
 
 def _check_password(password: object) -> str | None:
-    if password is None or isinstance(password, str):
-        return password
-    raise ConfigurationError(f"password must be a string, not {type(password).__name__}")
-
-
-def sqlstate_of(exc: BaseException) -> str | None:
-    """Return the SQLSTATE of a driver exception, from the driver or derived from its message."""
-    for attribute in ("sqlstate", "pgcode"):
-        code = getattr(exc, attribute, None)
-        if isinstance(code, str) and len(code) == 5:
-            return code
-    text = str(exc)
-    return next((code for fragment, code in _SQLSTATE_BY_MESSAGE if fragment in text), None)
+    if password is None:
+        return None
+    if not isinstance(password, str):
+        raise CredentialsError(
+            f"the password callable returned {type(password).__name__}, not a string"
+        )
+    if "\0" in password:
+        raise CredentialsError("the password callable returned a password with a NUL character")
+    return password
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
@@ -217,27 +245,30 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-def raise_connect_error(
-    exc: BaseException, *, driver: str, endpoint: Endpoint, secrets: Iterable[str]
-) -> NoReturn:
+def raise_connect_error(exc: BaseException, plan: ConnectPlan, password: object) -> NoReturn:
     """Raise the :class:`ConnectError` for a driver's connect failure *exc*, ``from exc``.
 
-    When the driver's own text contains a secret, the cause is suppressed instead (a traceback
-    would print the driver's text); the SQLSTATE is kept either way.
+    The class, SQLSTATE, error number and retry reason come from the adapter's
+    classification. When the driver's own text contains a secret, the cause is suppressed
+    instead (a traceback would print the driver's text); the codes are kept either way.
     """
-    secrets = list(secrets)
+    adapter = plan.adapter
+    endpoint = plan.endpoint
+    secrets = plan.secrets_of(password)
     raw = str(exc).strip() or type(exc).__name__
     text = scrub(raw, secrets)
-    sqlstate = sqlstate_of(exc)
-    is_auth = sqlstate is not None and sqlstate.startswith("28")
-    cls = AuthenticationError if is_auth else ConnectError
+    verdict = adapter.classify(exc)
+    cls = AuthenticationError if verdict.reason == AUTH else ConnectError
     where = f"{endpoint.host}:{endpoint.port}"
-    detail = f" [SQLSTATE {sqlstate}]" if sqlstate else ""
+    as_user = f" as {endpoint.user!r}" if endpoint.user is not None else ""
+    code = verdict.sqlstate or (str(verdict.errno) if verdict.errno is not None else None)
+    detail = f" [{'SQLSTATE' if verdict.sqlstate else 'error'} {code}]" if code else ""
     error = cls(
-        f"{driver} could not connect to {where} as {endpoint.user!r}: {text}{detail}",
-        sqlstate=sqlstate,
-        driver=driver,
-        reason=classify(exc, sqlstate),
+        f"{adapter.name} could not connect to {where}{as_user}: {text}{detail}",
+        sqlstate=verdict.sqlstate,
+        errno=verdict.errno,
+        driver=adapter.name,
+        reason=verdict.reason,
     )
     logger.debug("connect to %s failed: %s%s", where, text, detail)
     if text != raw:
@@ -245,160 +276,141 @@ def raise_connect_error(
     raise error from exc
 
 
-def libpq_params(plan: ConnectPlan, password: object, libpq_version: int) -> dict[str, object]:
-    """The keyword arguments for a libpq-based driver's connect (psycopg, psycopg2).
+class Attempts:
+    """The connect attempts of one open: what to do after each failure. No I/O.
 
-    The policy's ``connect_timeout`` applies unless the caller gave libpq's own.
-
-    libpq understands ``sslrootcert=system`` from version 16; for older libraries it is
-    replaced by the path of OpenSSL's default CA bundle, which is what "system" means.
+    :param plan: gives the policy (retry budget) and the endpoint reported in events.
+    :param now: the monotonic time of the first attempt.
     """
-    endpoint = plan.endpoint
-    params: dict[str, object] = {"host": endpoint.host, "port": endpoint.port}
-    if endpoint.user is not None:
-        params["user"] = endpoint.user
-    if endpoint.dbname is not None:
-        params["dbname"] = endpoint.dbname
-    if password is not None:
-        params["password"] = password
-    if endpoint.sslmode is not None:
-        params["sslmode"] = endpoint.sslmode
-    rootcert = endpoint.sslrootcert
-    if rootcert == "system" and libpq_version < 160000:
-        import ssl
 
-        paths = ssl.get_default_verify_paths()
-        rootcert = paths.cafile or paths.openssl_cafile
-    if rootcert is not None:
-        params["sslrootcert"] = rootcert
-    timeout = plan.policy.connect_timeout
-    if timeout is not None:
-        # libpq takes whole seconds and treats anything below 2 as 2.
-        params["connect_timeout"] = max(2, -int(-timeout // 1))
-    params.update(plan.driver_kwargs)
-    return params
+    __slots__ = ("_auth_retried", "_backoff", "_warned", "attempts", "plan", "started", "waited")
+
+    def __init__(self, plan: ConnectPlan, now: float) -> None:
+        self.plan = plan
+        self.started = now
+        self.attempts = 0
+        self.waited = 0.0
+        self._backoff: Backoff | None = Backoff.from_policy(plan.policy).start(now)
+        self._auth_retried = False
+        self._warned = False
+
+    def failed(self, error: ConnectError, now: float) -> float:
+        """The seconds to wait before the next attempt after *error*; re-raises it when the
+        policy gives up. An authentication failure with a token is retried once, at once,
+        with a new token."""
+        plan = self.plan
+        if error.reason == AUTH:
+            if self._auth_retried or not plan.uses_token:
+                raise error
+            self._auth_retried = True
+            plan.discard_token()
+            delay = 0.0
+        else:
+            backoff = self._backoff.increment(now) if error.reason and self._backoff else None
+            if backoff is None:
+                raise error
+            self._backoff = backoff
+            delay = backoff.delay
+        if error.reason == REFUSED and not self._warned:
+            # A mistyped port looks like a server that is not up yet: say so at once, instead
+            # of retrying in silence for the whole retry budget.
+            self._warned = True
+            logger.warning(
+                "%s refused the connection; retrying for up to %.0f s "
+                "(policy.retry_timeout): is the port right?",
+                f"{plan.endpoint.host}:{plan.endpoint.port}",
+                plan.policy.retry_timeout,
+            )
+        endpoint = plan.endpoint
+        events.emit_retry(
+            events.RetryEvent(
+                driver=plan.adapter.name,
+                host=endpoint.host,
+                port=endpoint.port,
+                attempt=self.attempts,
+                reason=error.reason or "",
+                sqlstate=error.sqlstate,
+                delay=delay,
+            )
+        )
+        self.waited += delay
+        return delay
+
+    def succeeded(self, attempt_started: float, now: float) -> None:
+        """Report the open connection (see :class:`warmdb.events.ConnectEvent`)."""
+        plan = self.plan
+        endpoint = plan.endpoint
+        events.emit_connect(
+            events.ConnectEvent(
+                driver=plan.adapter.name,
+                host=endpoint.host,
+                port=endpoint.port,
+                user=endpoint.user,
+                attempts=self.attempts,
+                seconds=now - self.started,
+                connect_seconds=now - attempt_started,
+                waited_seconds=self.waited,
+            )
+        )
 
 
-def open_with_retry(
+def open_connection(
     plan: ConnectPlan,
-    attempt: Callable[[], T],
     *,
-    driver: str,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], object] = time.sleep,
-) -> T:
-    """Call *attempt* (one driver connect) until it succeeds or the plan's policy gives up.
+) -> Any:
+    """Open one connection for *plan* with its sync adapter, retrying as its policy says.
 
-    Each attempt first takes a token from the process-wide rate governor, if one is set.
-    Transient failures (:mod:`warmdb.retry`) are retried with backoff inside
-    ``policy.retry_timeout``; an authentication failure with an IAM token is retried once,
-    at once, with a newly signed token. Every retry and the final connect are reported to
-    :mod:`warmdb.events`.
+    Each attempt first takes a token from the process-wide rate governor, if one is set, then
+    a password (a fresh enough token), then calls the driver's connect.
 
     :raises ConnectError: the last attempt's error, when the policy gives up.
+    :raises CredentialsError: no password could be had.
     """
-    started = clock()
-    schedule = RetrySchedule(plan.policy, started)
-    waited = 0.0
-    attempts = 0
+    adapter: SyncAdapter = plan.adapter
+    attempts = Attempts(plan, clock())
     while True:
         governor = current_governor()
         if governor is not None:
-            waited += governor.acquire()
-        attempts += 1
+            attempts.waited += governor.acquire()
+        attempts.attempts += 1
         attempt_started = clock()
+        password = plan.password()
         try:
-            connection = attempt()
-        except ConnectError as error:
-            delay = _next_delay(plan, schedule, error, attempts, clock(), driver)
-            if delay > 0:
-                sleep(delay)
-                waited += delay
+            conn = adapter.connect_raw(adapter.connect_params(plan, password))
+        except adapter.connect_errors as exc:
+            try:
+                raise_connect_error(exc, plan, password)
+            except ConnectError as error:
+                sleep(attempts.failed(error, clock()))
             continue
-        _report_connect(plan, driver, attempts, started, attempt_started, waited, clock())
-        return connection
+        attempts.succeeded(attempt_started, clock())
+        return conn
 
 
-async def open_with_retry_async(
-    plan: ConnectPlan,
-    attempt: Callable[[], Awaitable[T]],
-    *,
-    driver: str,
-    clock: Callable[[], float] = time.monotonic,
-) -> T:
-    """:func:`open_with_retry` for an async *attempt*; waits are ``asyncio.sleep``."""
+async def open_connection_async(
+    plan: ConnectPlan, *, clock: Callable[[], float] = time.monotonic
+) -> Any:
+    """:func:`open_connection` for an async adapter; waits are ``asyncio.sleep``."""
     import asyncio
 
-    started = clock()
-    schedule = RetrySchedule(plan.policy, started)
-    waited = 0.0
-    attempts = 0
+    adapter: AsyncAdapter = plan.adapter
+    attempts = Attempts(plan, clock())
     while True:
         governor = current_governor()
         if governor is not None:
-            waited += await governor.acquire_async()
-        attempts += 1
+            attempts.waited += await governor.acquire_async()
+        attempts.attempts += 1
         attempt_started = clock()
+        password = await plan.password_async()
         try:
-            connection = await attempt()
-        except ConnectError as error:
-            delay = _next_delay(plan, schedule, error, attempts, clock(), driver)
-            if delay > 0:
-                await asyncio.sleep(delay)
-                waited += delay
+            conn = await adapter.connect_raw(adapter.connect_params(plan, password))
+        except adapter.connect_errors as exc:
+            try:
+                raise_connect_error(exc, plan, password)
+            except ConnectError as error:
+                await asyncio.sleep(attempts.failed(error, clock()))
             continue
-        _report_connect(plan, driver, attempts, started, attempt_started, waited, clock())
-        return connection
-
-
-def _next_delay(
-    plan: ConnectPlan,
-    schedule: RetrySchedule,
-    error: ConnectError,
-    attempts: int,
-    now: float,
-    driver: str,
-) -> float:
-    """The wait before the next attempt; re-raises *error* when there is none."""
-    delay = schedule.next_delay(error.reason, now, fresh_token=plan.uses_token)
-    if delay is None:
-        raise error
-    if error.reason == AUTH:
-        plan.discard_token()
-    endpoint = plan.endpoint
-    events.emit_retry(
-        events.RetryEvent(
-            driver=driver,
-            host=endpoint.host,
-            port=endpoint.port,
-            attempt=attempts,
-            reason=error.reason or "",
-            sqlstate=error.sqlstate,
-            delay=delay,
-        )
-    )
-    return delay
-
-
-def _report_connect(
-    plan: ConnectPlan,
-    driver: str,
-    attempts: int,
-    started: float,
-    attempt_started: float,
-    waited: float,
-    now: float,
-) -> None:
-    endpoint = plan.endpoint
-    events.emit_connect(
-        events.ConnectEvent(
-            driver=driver,
-            host=endpoint.host,
-            port=endpoint.port,
-            user=endpoint.user,
-            attempts=attempts,
-            seconds=now - started,
-            connect_seconds=now - attempt_started,
-            waited_seconds=waited,
-        )
-    )
+        attempts.succeeded(attempt_started, clock())
+        return conn

@@ -25,7 +25,6 @@ Adding a driver is one module with an adapter plus one line in :data:`REGISTRY`
 from __future__ import annotations
 
 import importlib
-import importlib.util
 
 from warmdb._arguments import did_you_mean
 from warmdb.errors import ConfigurationError
@@ -43,6 +42,7 @@ __all__ = [
     "AsyncAdapter",
     "DriverEntry",
     "ErrorVerdict",
+    "NoDriver",
     "SyncAdapter",
     "adapter_class",
     "entry_for_dialect",
@@ -103,7 +103,8 @@ class ErrorVerdict:
 
     def __repr__(self) -> str:
         fields = ("sqlstate", "errno", "reason", "broken", "conflict")
-        shown = ", ".join(f"{name}={value!r}" for name, value in zip(fields, self._values()))
+        pairs = zip(fields, self._values(), strict=True)
+        shown = ", ".join(f"{name}={value!r}" for name, value in pairs)
         return f"ErrorVerdict({shown})"
 
 
@@ -128,6 +129,9 @@ class Adapter:
     driver_keys: ClassVar[frozenset[str]]
     #: options of the adapter's constructor, taken from the caller's keyword arguments
     open_keys: ClassVar[frozenset[str]] = frozenset()
+    #: connect arguments that SQLAlchemy's adapter for this driver consumes itself (its
+    #: dialect's ``connect_args`` that never reach the driver)
+    dialect_keys: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, **options: Any) -> None:
         unknown = sorted(set(options) - self.open_keys)
@@ -161,6 +165,11 @@ class Adapter:
     def is_broken_by(self, conn: Any, exc: BaseException) -> bool:
         """Whether *exc*, raised while *conn* was in use, left it unusable."""
         return self.is_closed(conn) or self.classify(exc).broken
+
+    def engine_defaults(self, plan: ConnectPlan) -> dict[str, Any]:
+        """SQLAlchemy engine options this driver's dialect needs for *plan*'s endpoint (the
+        caller's own options win)."""
+        return {}
 
     def __repr__(self) -> str:
         options = "".join(f" {k}={v!r}" for k, v in sorted(self.options.items()))
@@ -254,6 +263,22 @@ class AsyncAdapter(Adapter):
         raise NotImplementedError
 
 
+class NoDriver(Adapter):
+    """The adapter of plans that only sign tokens and connect nothing
+    (:func:`warmdb.generate_token`, ``warmdb token``, the sidecar): no driver argument is
+    accepted.
+
+    :param family: the database family whose defaults (port...) apply.
+    """
+
+    name = "generate_token"
+    driver_keys = frozenset()
+
+    def __init__(self, family: str = "postgresql") -> None:
+        super().__init__()
+        self.family = family  # type: ignore[misc]
+
+
 class DriverEntry:
     """One line of the registry: where a driver's adapters live and what names it answers to.
 
@@ -293,6 +318,8 @@ class DriverEntry:
 
     def is_installed(self) -> bool:
         """Whether the driver's own package can be imported (nothing is imported)."""
+        import importlib.util  # imports contextlib: kept off the connect path's cold start
+
         return importlib.util.find_spec(self.library) is not None
 
     def __repr__(self) -> str:

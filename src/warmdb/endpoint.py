@@ -1,15 +1,22 @@
 """Where to connect and how to authenticate, resolved once from arguments, DSN and environment.
 
-:func:`resolve` turns what a caller wrote (keyword arguments, a DSN, ``PG*`` and ``AWS_*``
-environment variables) into an :class:`Endpoint` plus the driver arguments warmdb does not
-interpret. Precedence is explicit and the same for every field::
+:func:`resolve` turns what a caller wrote (keyword arguments, a DSN, the family's environment
+variables such as ``PGHOST``, and ``AWS_*``) into an :class:`Endpoint` plus the driver
+arguments warmdb does not interpret. Precedence is explicit and the same for every field::
 
     keyword argument  >  DSN  >  environment  >  default
 
-A DSN may be a URL (``postgresql://user@host:port/db?region=..&profile=..``), a libpq
-``key=value`` string, a bare host name, or a DSQL cluster id. Only what looks like a cluster id
-(26 lowercase letters and digits) is expanded to ``ID.dsql.REGION.on.aws``; ``localhost``, IP
-addresses and other names are used as given.
+The region is the exception: a region named by the host (``*.REGION.on.aws``,
+``*.REGION.rds.amazonaws.com``) wins over ``AWS_REGION`` (the function's own region, not
+necessarily the database's), and an explicit ``region=`` that contradicts the host is an error.
+
+What differs between database families (default port, environment variables, DSN schemes,
+TLS argument names) is one :class:`Family` row: :data:`POSTGRESQL` and :data:`MYSQL`.
+
+A DSN may be a URL (``postgresql://user@host:port/db?region=..&profile=..``, ``mysql://...``),
+a libpq ``key=value`` string, a bare host name, or a DSQL cluster id. Only what looks like a
+cluster id (26 lowercase letters and digits) is expanded to ``ID.dsql.REGION.on.aws``;
+``localhost``, IP addresses and other names are used as given.
 
 Everything here is pure except the last-resort region lookup in the botocore profile.
 """
@@ -25,13 +32,22 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["AUTH_MODES", "SSL_MODES", "Endpoint", "parse_dsn", "resolve"]
+__all__ = [
+    "AUTH_MODES",
+    "FAMILIES",
+    "MYSQL",
+    "POSTGRESQL",
+    "SSL_MODES",
+    "Endpoint",
+    "Family",
+    "parse_dsn",
+    "resolve",
+]
 
 #: ``dsql``: sign a DSQL token; ``rds``: sign an RDS IAM token; ``password``: send the
 #: caller's password (or none) as the driver would.
 AUTH_MODES = ("dsql", "rds", "password")
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
-DEFAULT_PORT = 5432
 DEFAULT_TOKEN_DURATION = 900
 DSQL_DEFAULT_USER = "admin"
 DSQL_DEFAULT_DBNAME = "postgres"
@@ -40,7 +56,8 @@ DSQL_DEFAULT_DBNAME = "postgres"
 # compiling the patterns cost a cold start about 2 ms (python -X importtime).
 _CLUSTER_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 
-#: Parameters warmdb interprets and never passes to a driver as they are.
+#: Parameters warmdb interprets, in every family, and never passes to a driver as they are.
+#: Each family adds its own TLS spellings (:attr:`Family.endpoint_keys`).
 ENDPOINT_KEYS = frozenset(
     {
         "host",
@@ -57,6 +74,103 @@ ENDPOINT_KEYS = frozenset(
         "sslrootcert",
     }
 )
+
+
+class Family:
+    """What differs between database families at endpoint resolution. Immutable.
+
+    :ivar name: ``"postgresql"`` or ``"mysql"``.
+    :ivar default_port: the port when none is given.
+    :ivar environment: endpoint field -> environment variable read when neither an argument
+        nor the DSN gives the field.
+    :ivar schemes: the URL schemes of its DSNs.
+    :ivar tls_mode_key: the family's own name for the TLS mode argument (``sslmode`` is
+        accepted in every family).
+    :ivar tls_mode_values: the family's TLS mode values -> warmdb's (libpq's) names.
+    :ivar tls_ca_key: the family's own name for the CA file argument (``sslrootcert`` is
+        accepted in every family).
+    :ivar supports_dsql: whether Aurora DSQL speaks this family's protocol.
+    :ivar endpoint_keys: every argument warmdb interprets for this family.
+    """
+
+    __slots__ = (
+        "default_port",
+        "endpoint_keys",
+        "environment",
+        "name",
+        "schemes",
+        "supports_dsql",
+        "tls_ca_key",
+        "tls_mode_key",
+        "tls_mode_values",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        default_port: int,
+        environment: dict[str, str],
+        schemes: tuple[str, ...],
+        tls_mode_key: str,
+        tls_mode_values: dict[str, str],
+        tls_ca_key: str,
+        supports_dsql: bool,
+    ) -> None:
+        self.name = name
+        self.default_port = default_port
+        self.environment = environment
+        self.schemes = schemes
+        self.tls_mode_key = tls_mode_key
+        self.tls_mode_values = tls_mode_values
+        self.tls_ca_key = tls_ca_key
+        self.supports_dsql = supports_dsql
+        self.endpoint_keys = ENDPOINT_KEYS | {tls_mode_key, tls_ca_key}
+
+    def __repr__(self) -> str:
+        return f"<Family {self.name}>"
+
+
+_LIBPQ_SSL_MODES = {mode: mode for mode in SSL_MODES}
+
+#: PostgreSQL, Aurora PostgreSQL and Aurora DSQL: libpq's names and variables.
+POSTGRESQL = Family(
+    "postgresql",
+    default_port=5432,
+    environment={
+        "host": "PGHOST",
+        "port": "PGPORT",
+        "user": "PGUSER",
+        "dbname": "PGDATABASE",
+        "sslmode": "PGSSLMODE",
+        "sslrootcert": "PGSSLROOTCERT",
+    },
+    schemes=("postgresql", "postgres"),
+    tls_mode_key="sslmode",
+    tls_mode_values=_LIBPQ_SSL_MODES,
+    tls_ca_key="sslrootcert",
+    supports_dsql=True,
+)
+#: MySQL, MariaDB and Aurora MySQL: the mysql client's variables, ``ssl_mode`` / ``ssl_ca``.
+MYSQL = Family(
+    "mysql",
+    default_port=3306,
+    environment={"host": "MYSQL_HOST", "port": "MYSQL_TCP_PORT"},
+    schemes=("mysql", "mariadb"),
+    tls_mode_key="ssl_mode",
+    tls_mode_values={
+        **_LIBPQ_SSL_MODES,
+        "DISABLED": "disable",
+        "PREFERRED": "prefer",
+        "REQUIRED": "require",
+        "VERIFY_CA": "verify-ca",
+        "VERIFY_IDENTITY": "verify-full",
+    },
+    tls_ca_key="ssl_ca",
+    supports_dsql=False,
+)
+#: The families by name.
+FAMILIES = {family.name: family for family in (POSTGRESQL, MYSQL)}
 
 
 class Endpoint:
@@ -180,35 +294,40 @@ def is_rds_host(host: str) -> bool:
     return _rds_region(_labels(host)) is not None
 
 
-def parse_dsn(dsn: str) -> dict[str, str]:
+def parse_dsn(dsn: str, family: Family = POSTGRESQL) -> dict[str, str]:
     """Parse a DSN into a flat dict of strings (libpq keyword names).
 
-    Accepts a ``postgresql://`` / ``postgres://`` URL, a libpq ``key=value`` string, or a
-    bare host name or cluster id (returned as ``{"host": dsn}``).
+    Accepts a URL of one of the family's schemes (``postgresql://``, ``mysql://``...), a
+    ``key=value`` string, or a bare host name or cluster id (returned as ``{"host": dsn}``).
 
     :raises ConfigurationError: the DSN is malformed. The message never repeats a password.
     """
+    if not isinstance(dsn, str):
+        raise ConfigurationError(f"dsn must be a string, not {type(dsn).__name__}")
     text = dsn.strip()
     if not text:
         return {}
+    if "\0" in text:
+        raise ConfigurationError("dsn contains a NUL character")
     if "://" in text:
-        return _parse_url(text)
+        return _parse_url(text, family)
     if "=" in text:
         return _parse_keyword_value(text)
     if any(c.isspace() for c in text) or "/" in text:
         raise ConfigurationError(
-            "dsn is neither a postgresql:// URL, a key=value string, nor a host name"
+            f"dsn is neither a {family.schemes[0]}:// URL, a key=value string, nor a host name"
         )
     return {"host": text}
 
 
-def _parse_url(url: str) -> dict[str, str]:
+def _parse_url(url: str, family: Family) -> dict[str, str]:
     from urllib.parse import parse_qsl, unquote
 
     scheme, _, rest = url.partition("://")
-    if scheme.lower() not in ("postgresql", "postgres"):
+    if scheme.lower() not in family.schemes:
         raise ConfigurationError(
-            f"dsn scheme {scheme!r} is not supported: use postgresql://user@host:port/dbname"
+            f"dsn scheme {scheme!r} is not supported: use "
+            f"{family.schemes[0]}://user@host:port/dbname"
         )
     rest, _, query = rest.partition("?")
     netloc, _, path = rest.partition("/")
@@ -223,7 +342,11 @@ def _parse_url(url: str) -> dict[str, str]:
     if "," in netloc:
         raise ConfigurationError("dsn names several hosts: warmdb connects to one host")
     if netloc.startswith("["):
-        host, _, port = netloc[1:].partition("]")
+        host, closed, port = netloc[1:].partition("]")
+        if not closed:
+            raise ConfigurationError("dsn host starts with '[' but has no closing ']'")
+        if port and not port.startswith(":"):
+            raise ConfigurationError("dsn has text after the bracketed host that is not a :port")
         port = port.removeprefix(":")
     else:
         host, _, port = netloc.partition(":")
@@ -287,10 +410,14 @@ def resolve(
     dsn: str | None,
     kwargs: Mapping[str, object],
     environ: Mapping[str, str] | None = None,
+    *,
+    family: Family = POSTGRESQL,
 ) -> tuple[Endpoint, object, dict[str, object]]:
     """Resolve a connect call into ``(endpoint, password, driver_kwargs)``.
 
     :param dsn: the DSN, if any (see :func:`parse_dsn`).
+    :param family: the database family: its default port, environment variables, DSN
+        schemes and TLS argument names.
     :param kwargs: the caller's keyword arguments: warmdb's (``host``, ``port``, ``user``,
         ``dbname``/``database``, ``password``, ``region``, ``profile``,
         ``token_duration_secs``, ``auth``, ``sslmode``, ``sslrootcert``) and the driver's.
@@ -301,19 +428,23 @@ def resolve(
     :raises ConfigurationError: a value is missing, malformed or contradictory.
     """
     env = os.environ if environ is None else environ
-    from_dsn = parse_dsn(dsn) if dsn else {}
+    from_dsn = parse_dsn(dsn, family) if dsn is not None else {}
+    variables = family.environment
 
-    def pick(key: str, env_key: str | None = None) -> object | None:
-        for source in (kwargs.get(key), from_dsn.get(key)):
-            if source is not None:
-                return source
+    def pick(key: str, *aliases: str) -> object | None:
+        for name in (key, *aliases):
+            for source in (kwargs.get(name), from_dsn.get(name)):
+                if source is not None:
+                    return source
+        env_key = variables.get(key)
         return env.get(env_key) if env_key else None
 
-    dbname = _pick_dbname(kwargs, from_dsn, env)
-    host_text = pick("host", "PGHOST")
+    dbname = _pick_dbname(kwargs, from_dsn, env.get(variables.get("dbname", ""), None))
+    host_text = pick("host")
     if host_text is None:
+        where = f", or set {variables['host']}" if "host" in variables else ""
         raise ConfigurationError(
-            "host is required: pass host=, a DSN, or set PGHOST "
+            f"host is required: pass host= or a DSN{where} "
             "(e.g. host='abc123.dsql.us-east-1.on.aws')"
         )
     host = _check_text("host", host_text)
@@ -323,6 +454,11 @@ def resolve(
     auth = _pick_auth(
         pick("auth"), host, cluster_id, kwargs.get("password") or from_dsn.get("password")
     )
+    if auth == "dsql" and not family.supports_dsql:
+        raise ConfigurationError(
+            f"Aurora DSQL speaks PostgreSQL: a {family.name} driver cannot connect to "
+            f"{host!r} (use warmdb.psycopg, warmdb.psycopg2 or warmdb.asyncpg)"
+        )
 
     if auth != "password":
         if kwargs.get("password") is not None or from_dsn.get("password") is not None:
@@ -351,7 +487,7 @@ def resolve(
     else:
         region = region or region_from_host(host)
 
-    user = pick("user", "PGUSER")
+    user = pick("user")
     if user is None and auth == "dsql":
         user = DSQL_DEFAULT_USER
     if user is None and auth == "rds":
@@ -360,11 +496,11 @@ def resolve(
         dbname = DSQL_DEFAULT_DBNAME
 
     token_duration = _check_token_duration(pick("token_duration_secs"), auth)
-    sslmode = pick("sslmode", "PGSSLMODE")
-    sslmode = None if sslmode is None else _check_sslmode(sslmode, auth)
+    sslmode = pick("sslmode", family.tls_mode_key)
+    sslmode = None if sslmode is None else _check_sslmode(sslmode, auth, family)
     if sslmode is None and auth != "password":
         sslmode = "require"
-    sslrootcert = pick("sslrootcert", "PGSSLROOTCERT")
+    sslrootcert = pick("sslrootcert", family.tls_ca_key)
     if sslmode in ("verify-ca", "verify-full") and sslrootcert is None and auth != "password":
         # libpq would fall back to ~/.postgresql/root.crt; the other drivers to the system
         # store. Be explicit and equal for all drivers: the system store.
@@ -372,7 +508,7 @@ def resolve(
 
     endpoint = Endpoint(
         host=host,
-        port=_check_port(pick("port", "PGPORT")),
+        port=_check_port(pick("port"), family.default_port),
         dbname=None if dbname is None else _check_text("dbname", dbname),
         user=None if user is None else _check_text("user", user),
         region=region,
@@ -385,13 +521,14 @@ def resolve(
     password = kwargs.get("password")
     if password is None:
         password = from_dsn.get("password")
-    driver_kwargs: dict[str, object] = {k: v for k, v in from_dsn.items() if k not in ENDPOINT_KEYS}
-    driver_kwargs.update((k, v) for k, v in kwargs.items() if k not in ENDPOINT_KEYS)
+    keys = family.endpoint_keys
+    driver_kwargs: dict[str, object] = {k: v for k, v in from_dsn.items() if k not in keys}
+    driver_kwargs.update((k, v) for k, v in kwargs.items() if k not in keys)
     return endpoint, (password if auth == "password" else None), driver_kwargs
 
 
 def _pick_dbname(
-    kwargs: Mapping[str, object], from_dsn: Mapping[str, str], env: Mapping[str, str]
+    kwargs: Mapping[str, object], from_dsn: Mapping[str, str], from_env: str | None
 ) -> str | None:
     dbname, database = kwargs.get("dbname"), kwargs.get("database")
     if dbname is not None and database is not None and dbname != database:
@@ -399,7 +536,7 @@ def _pick_dbname(
             f"dbname={dbname!r} and database={database!r} disagree: pass one of them"
         )
     picked = dbname if dbname is not None else database
-    for source in (picked, from_dsn.get("dbname"), from_dsn.get("database"), env.get("PGDATABASE")):
+    for source in (picked, from_dsn.get("dbname"), from_dsn.get("database"), from_env):
         if source is not None:
             return _check_text("dbname", source)
     return None
@@ -456,9 +593,9 @@ def _check_int(name: str, value: object) -> int:
     raise ConfigurationError(f"{name} must be an integer, got {value!r}")
 
 
-def _check_port(value: object | None) -> int:
+def _check_port(value: object | None, default: int) -> int:
     if value is None:
-        return DEFAULT_PORT
+        return default
     port = _check_int("port", value)
     if not 1 <= port <= 65535:
         raise ConfigurationError(f"port must be between 1 and 65535, got {port}")
@@ -481,9 +618,12 @@ def _check_token_duration(value: object | None, auth: str) -> int:
     return duration
 
 
-def _check_sslmode(value: object, auth: str) -> str:
-    if value not in SSL_MODES:
-        raise ConfigurationError(f"sslmode={value!r} is not one of {', '.join(SSL_MODES)}")
+def _check_sslmode(value: object, auth: str, family: Family) -> str:
+    mode = family.tls_mode_values.get(value) if isinstance(value, str) else None
+    if mode is None:
+        choices = ", ".join(family.tls_mode_values)
+        raise ConfigurationError(f"{family.tls_mode_key}={value!r} is not one of {choices}")
+    value = mode
     if auth != "password" and value in ("allow", "prefer"):
         raise ConfigurationError(
             f"sslmode={value!r} could send the IAM token unencrypted: use 'require', "

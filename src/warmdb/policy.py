@@ -145,7 +145,7 @@ class Policy:
             )
         values = {name: getattr(self, name) for name in _FIELDS}
         values.update(changes)
-        return Policy(**values)  # type: ignore[arg-type]
+        return Policy(**values)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Policy is immutable: use policy.replace({name}=...)")

@@ -1,26 +1,27 @@
 """Which connect failures are worth retrying, and how long to wait before the next attempt.
 
-Pure code: :func:`classify` names the reason a failed connect may succeed if tried again,
-and :class:`RetrySchedule` turns a :class:`~warmdb.policy.Policy` into waits (exponential
-backoff with full jitter, inside the policy's ``retry_timeout``). The loops that sleep live
-in :mod:`warmdb._connect`, once for threads and once for asyncio.
+Pure code. The reasons below are what an adapter's :meth:`~warmdb.drivers.Adapter.classify`
+puts in an :class:`~warmdb.drivers.ErrorVerdict`; each driver maps its own error codes and
+messages to them (:mod:`warmdb._postgres` for the PostgreSQL drivers), and
+:func:`classify_os_error` covers the socket errors every driver lets through.
+:class:`Backoff` is the one retry schedule, shared by connect retry and OCC retry.
 
-Retried, with backoff:
+Retried, with backoff, by connects:
 
 ========================  ==========================================================
 reason                    what happened
 ========================  ==========================================================
-``rate-exceeded``         SQLSTATE 53400: DSQL's 100 connections/s limit
-``too-many-connections``  SQLSTATE 53300: the server's connection limit
-``server-starting``       SQLSTATE 57P03: the server is starting or shutting down
-``refused``               the TCP connect was refused
+``rate-exceeded``         DSQL's 100 connections/s limit (SQLSTATE 53400)
+``too-many-connections``  the server's connection limit (53300, MySQL 1040)
+``server-starting``       the server is starting or shutting down (57P03)
+``refused``               the TCP connect was refused (MySQL 2003)
 ``reset``                 the connection was reset or closed during the login
 ``timeout``               the connect timed out
 ``dns``                   temporary DNS failure (``EAI_AGAIN``)
 ========================  ==========================================================
 
-Retried once, at once, with a freshly signed token: ``auth`` (SQLSTATE class 28) when the
-password was an IAM token; a token the server refuses may have expired while cached.
+Retried once, at once, with a freshly signed token: ``auth`` (SQLSTATE class 28, MySQL 1045)
+when the password was an IAM token; a token the server refuses may have expired while cached.
 Anything else (a wrong database name, an unknown host, TLS certificate errors) fails at once.
 """
 
@@ -43,8 +44,8 @@ __all__ = [
     "SERVER_STARTING",
     "TIMEOUT",
     "TOO_MANY_CONNECTIONS",
-    "RetrySchedule",
-    "classify",
+    "Backoff",
+    "classify_os_error",
 ]
 
 RATE_EXCEEDED = "rate-exceeded"
@@ -56,36 +57,12 @@ TIMEOUT = "timeout"
 DNS = "dns"
 AUTH = "auth"
 
-_BY_SQLSTATE = {"53400": RATE_EXCEEDED, "53300": TOO_MANY_CONNECTIONS, "57P03": SERVER_STARTING}
-
-# libpq reports socket failures as text only; these fragments are its messages (and the
-# operating system's strerror texts it embeds), checked in order.
-_BY_MESSAGE = (
-    ("connection refused", REFUSED),
-    ("connection reset", RESET),
-    ("server closed the connection unexpectedly", RESET),
-    ("ssl syscall error: eof detected", RESET),
-    ("timeout expired", TIMEOUT),
-    ("timed out", TIMEOUT),
-    ("temporary failure in name resolution", DNS),
-)
-
 _EAI_AGAIN = -3  # socket.EAI_AGAIN on Linux and macOS; not imported to keep socket out
 
 
-def classify(exc: BaseException, sqlstate: str | None) -> str | None:
-    """Return the retry reason for a failed connect, or ``None`` when retrying cannot help.
-
-    :param exc: the driver's exception (or an :class:`OSError` from the socket layer).
-    :param sqlstate: the SQLSTATE the server sent, when known.
-    """
-    if sqlstate is not None:
-        if sqlstate.startswith("28"):
-            return AUTH
-        if sqlstate in _BY_SQLSTATE:
-            return _BY_SQLSTATE[sqlstate]
-        return None
-    # asyncpg lets socket errors through as they are; they are checked by type first.
+def classify_os_error(exc: BaseException) -> str | None:
+    """The retry reason of a socket-level failure that a driver let through as it is
+    (``ConnectionRefusedError``, a timeout, a DNS failure...), or ``None``."""
     if isinstance(exc, ConnectionRefusedError):
         return REFUSED
     if isinstance(exc, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
@@ -94,8 +71,7 @@ def classify(exc: BaseException, sqlstate: str | None) -> str | None:
         return TIMEOUT
     if isinstance(exc, OSError) and type(exc).__name__ == "gaierror":
         return DNS if exc.errno == _EAI_AGAIN else None
-    text = str(exc).lower()
-    return next((reason for fragment, reason in _BY_MESSAGE if fragment in text), None)
+    return None
 
 
 class Backoff:

@@ -11,8 +11,9 @@ handler::
         with keeper.connection() as conn:
             ...
 
-At every checkout the keeper decides (:func:`checkout_verdict`, pure code shared by the sync
-and async fronts) whether to hand the connection out as it is, ping it first, or replace it:
+At every checkout :func:`decide` (shared by keepers, pools and engines, sync and async)
+says whether to hand the connection out as it is, ping it first, or replace it; the caller
+performs the action (:func:`judge` / :func:`judge_async` do it for a driver adapter):
 
 - replaced without a round trip when it is closed, older than the policy's lifetime (with
   jitter), idle longer than ``max_idle``, or when its socket has become readable while idle,
@@ -39,7 +40,8 @@ import time
 import types
 
 from warmdb import events
-from warmdb.errors import WarmdbError
+from warmdb._connect import open_connection, open_connection_async
+from warmdb.errors import UsageError
 from warmdb.policy import random_fraction as _random_fraction
 
 TYPE_CHECKING = False
@@ -47,60 +49,41 @@ if TYPE_CHECKING:
     import asyncio
     from collections.abc import Awaitable, Callable
     from contextlib import AbstractAsyncContextManager, AbstractContextManager
-    from typing import Generic, Protocol, TypeVar
+    from typing import Any, Generic, TypeVar
 
     from warmdb._connect import ConnectPlan
+    from warmdb.drivers import Adapter, AsyncAdapter, SyncAdapter
     from warmdb.policy import Policy
 
     C = TypeVar("C")
 
-    class SyncOps(Protocol[C]):
-        """What a keeper needs from a sync driver."""
+    class _Base(Generic[C]):
+        pass
 
-        def open(self) -> C: ...
-        def is_closed(self, conn: C) -> bool: ...
-        def fileno(self, conn: C) -> int: ...
-        def ping(self, conn: C) -> None: ...
-        def reset(self, conn: C) -> None: ...
-        def is_broken_by(self, conn: C, exc: BaseException) -> bool: ...
-        def close(self, conn: C) -> None: ...
-
-    class AsyncOps(Protocol[C]):
-        """What a keeper needs from an async driver."""
-
-        def open(self) -> Awaitable[C]: ...
-        def is_closed(self, conn: C) -> bool: ...
-        def fileno(self, conn: C) -> int: ...
-        def ping(self, conn: C) -> Awaitable[None]: ...
-        def reset(self, conn: C) -> Awaitable[None]: ...
-        def is_broken_by(self, conn: C, exc: BaseException) -> bool: ...
-        def close(self, conn: C) -> Awaitable[None]: ...
-
-    _Base = Generic[C]
 else:
 
     class _Base:
-        # Keeper[psycopg.Connection] works in annotations without importing typing at run time.
+        # Keeper[psycopg.Connection] works without importing typing at run time (its import
+        # costs a cold start milliseconds); subclasses name the parameter as a string.
         __class_getitem__ = classmethod(types.GenericAlias)
 
 
 __all__ = [
     "PING",
-    "REPLACE",
     "REUSE",
     "AsyncKeeper",
     "Keeper",
     "KeptConnection",
-    "checkout_verdict",
+    "decide",
     "has_pending_input",
     "judge",
     "judge_async",
     "report_recycle",
 ]
 
+#: :func:`decide`'s answers besides a replace reason.
 REUSE = "reuse"
 PING = "ping"
-REPLACE = "replace"
 _NEVER = float("inf")
 
 
@@ -141,41 +124,36 @@ class KeptConnection:
         return None
 
 
-def checkout_verdict(
-    kept: KeptConnection,
-    now: float,
-    policy: Policy,
-    *,
-    is_closed: bool,
-    has_input: Callable[[], bool],
-) -> tuple[str, str | None]:
-    """Decide what to do with a kept connection at checkout.
+def decide(kept: KeptConnection, now: float, policy: Policy, adapter: Adapter, conn: Any) -> str:
+    """What to do with a kept connection at checkout; the caller performs it.
 
     :param kept: the connection's record.
     :param now: the monotonic time.
-    :param policy: lifetime, idle and ping settings.
-    :param is_closed: whether the driver already knows the connection is closed.
-    :param has_input: tells whether the idle connection's socket is readable; called only
-        when the connection has been idle ``policy.poll_after_idle`` and the cheaper checks
-        have not decided.
-    :returns: ``(REUSE, None)``, ``(PING, None)`` or ``(REPLACE, reason)`` with a
-        :class:`~warmdb.events.RecycleEvent` reason.
+    :param policy: lifetime, idle, poll and ping settings.
+    :param adapter: the driver's adapter, for ``is_closed`` and ``fileno``.
+    :param conn: the driver's connection.
+    :returns: :data:`REUSE`; :data:`PING` (ping it, then hand it out; replace it if the ping
+        fails); or why to replace it without a round trip, a
+        :class:`~warmdb.events.RecycleEvent` reason: ``"closed"``, ``"lifetime"``, ``"idle"``
+        (longer than ``max_idle``), ``"readable"`` (its socket became readable while idle,
+        polled once it has been idle ``poll_after_idle``: the server closed it or sent a
+        termination notice).
     """
-    if is_closed:
-        return REPLACE, "closed"
+    if adapter.is_closed(conn):
+        return "closed"
     if now >= kept.expires_at:
-        return REPLACE, "lifetime"
+        return "lifetime"
     idle = now - kept.last_used
     if idle < policy.first_idle_check:
-        return REUSE, None  # the hot path: no idle check is due yet
+        return REUSE  # the hot path of every pool checkout: no idle check is due yet
     if policy.max_idle is not None and idle >= policy.max_idle:
-        return REPLACE, "idle"
+        return "idle"
     poll_after = policy.poll_after_idle
-    if poll_after is not None and idle >= poll_after and has_input():
-        return REPLACE, "readable"
+    if poll_after is not None and idle >= poll_after and has_pending_input(adapter.fileno(conn)):
+        return "readable"
     if policy.ping_after_idle is not None and idle >= policy.ping_after_idle:
-        return PING, None
-    return REUSE, None
+        return PING
+    return REUSE
 
 
 def has_pending_input(fileno: int) -> bool:
@@ -193,80 +171,56 @@ def judge(
     kept: KeptConnection,
     now: float,
     policy: Policy,
-    conn: C,
-    *,
-    is_closed: Callable[[C], bool],
-    fileno: Callable[[C], int],
-    ping: Callable[[C], object],
+    adapter: Adapter,
+    conn: Any,
+    ping: Callable[[Any], object],
 ) -> str | None:
-    """Apply :func:`checkout_verdict` to *conn*, pinging it when due.
+    """Perform :func:`decide`'s answer with *ping* (a sync round trip).
 
     :returns: ``None`` when the connection may be handed out, else why it must be replaced
         (``"ping-failed"`` when the ping raised).
     """
-    if now < kept.expires_at and now - kept.last_used < policy.first_idle_check:
-        # checkout_verdict's answer while nothing is due, without its call and closure: the
-        # hot path of every pool checkout.
-        return "closed" if is_closed(conn) else None
-    verdict, reason = checkout_verdict(
-        kept,
-        now,
-        policy,
-        is_closed=is_closed(conn),
-        has_input=lambda: has_pending_input(fileno(conn)),
-    )
-    if verdict == REUSE:
+    action = decide(kept, now, policy, adapter, conn)
+    if action == REUSE:
         return None
-    if verdict == PING:
-        try:
-            ping(conn)
-        except Exception:
-            return "ping-failed"
-        kept.last_used = now  # it answered: idle from now
-        return None
-    return reason
+    if action != PING:
+        return action
+    try:
+        ping(conn)
+    except Exception:
+        return "ping-failed"
+    kept.last_used = now  # it answered: idle from now
+    return None
 
 
 async def judge_async(
     kept: KeptConnection,
     now: float,
     policy: Policy,
-    conn: C,
-    *,
-    is_closed: Callable[[C], bool],
-    fileno: Callable[[C], int],
-    ping: Callable[[C], Awaitable[object]],
+    adapter: Adapter,
+    conn: Any,
+    ping: Callable[[Any], Awaitable[object]],
 ) -> str | None:
     """:func:`judge` with an async *ping*."""
-    if now < kept.expires_at and now - kept.last_used < policy.first_idle_check:
-        return "closed" if is_closed(conn) else None
-    verdict, reason = checkout_verdict(
-        kept,
-        now,
-        policy,
-        is_closed=is_closed(conn),
-        has_input=lambda: has_pending_input(fileno(conn)),
-    )
-    if verdict == REUSE:
+    action = decide(kept, now, policy, adapter, conn)
+    if action == REUSE:
         return None
-    if verdict == PING:
-        try:
-            await ping(conn)
-        except Exception:
-            return "ping-failed"
-        kept.last_used = now
-        return None
-    return reason
+    if action != PING:
+        return action
+    try:
+        await ping(conn)
+    except Exception:
+        return "ping-failed"
+    kept.last_used = now
+    return None
 
 
-def report_recycle(
-    plan: ConnectPlan, driver: str, kept: KeptConnection, reason: str, now: float
-) -> None:
+def report_recycle(plan: ConnectPlan, kept: KeptConnection, reason: str, now: float) -> None:
     """Report that a kept or pooled connection is being replaced (see :mod:`warmdb.events`)."""
     endpoint = plan.endpoint
     events.emit_recycle(
         events.RecycleEvent(
-            driver=driver,
+            driver=plan.adapter.name,
             host=endpoint.host,
             port=endpoint.port,
             reason=reason,
@@ -276,14 +230,13 @@ def report_recycle(
     )
 
 
-class _KeeperBase(_Base):
+class _KeeperBase(_Base["C"]):
     """State and reporting shared by :class:`Keeper` and :class:`AsyncKeeper`."""
 
     def __init__(
         self,
         plan: ConnectPlan,
         *,
-        driver: str,
         clock: Callable[[], float],
         random_fraction: Callable[[], float],
     ) -> None:
@@ -293,11 +246,18 @@ class _KeeperBase(_Base):
         # pools' hot checkouts), so a backend ended between two invocations, however close,
         # is never handed out.
         self._checkout_policy = plan.policy.replace(poll_after_idle=0)
-        self.driver = driver
         self._clock = clock
         self._random = random_fraction
         self._conn: C | None = None
         self._kept: KeptConnection | None = None
+        # close() called by the holder of the connection, inside its checkout: done when the
+        # checkout ends, since closing under the holder would pull the connection from it.
+        self._close_at_release = False
+
+    @property
+    def driver(self) -> str:
+        """The driver's name."""
+        return str(self.plan.adapter.name)
 
     @property
     def policy(self) -> Policy:
@@ -310,17 +270,28 @@ class _KeeperBase(_Base):
         """Whether a connection is kept (it is checked only at the next checkout)."""
         return self._conn is not None
 
-    def _forget(self, reason: str) -> C | None:
+    def _forget(self, reason: str) -> Any:
         """Drop the kept connection from the record, report why; return it for closing."""
         conn, kept = self._conn, self._kept
         self._conn = self._kept = None
         if kept is not None:
-            report_recycle(self.plan, self.driver, kept, reason, self._clock())
+            report_recycle(self.plan, kept, reason, self._clock())
         return conn
 
-    def _keep(self, conn: C) -> None:
+    def _keep(self, conn: Any) -> None:
         self._conn = conn
         self._kept = KeptConnection(self._clock(), self.policy, self._random())
+
+    def _release_action(self, exc: BaseException | None) -> str | None:
+        """What to do with the connection at the end of a checkout: ``None`` to reset and
+        keep it, ``"close"`` to close it without a record (close() was called inside the
+        checkout), or a recycle reason."""
+        if self._close_at_release:
+            self._close_at_release = False
+            return "close"
+        if exc is not None and self.plan.adapter.is_broken_by(self._conn, exc):
+            return "broken"
+        return None
 
     def _checked_in(self) -> None:
         if self._kept is not None:
@@ -331,15 +302,15 @@ class _KeeperBase(_Base):
         return f"<{type(self).__name__} {self.driver} {self.plan.endpoint!r} {state}>"
 
 
-class Keeper(_KeeperBase):
+class Keeper(_KeeperBase["C"]):
     """One connection kept across invocations, for a sync driver. Made by ``warm()``.
 
     One checkout at a time: a second thread waits for the first to hand the connection back;
-    a nested checkout in the same thread is an error. Use a pool for concurrent work.
+    a nested checkout in the same thread is a :class:`~warmdb.UsageError`. Use a pool for
+    concurrent work.
 
-    :param plan: the resolved endpoint, credentials and :class:`~warmdb.policy.Policy`.
-    :param ops: the driver's open / check / ping / reset / close operations.
-    :param driver: the driver's name, for events.
+    :param plan: the driver's adapter, the resolved endpoint, credentials and
+        :class:`~warmdb.policy.Policy`.
     :param clock: monotonic seconds (injectable for tests).
     :param random_fraction: source of the lifetime jitter (injectable for tests).
     """
@@ -347,14 +318,12 @@ class Keeper(_KeeperBase):
     def __init__(
         self,
         plan: ConnectPlan,
-        ops: SyncOps[C],
         *,
-        driver: str,
         clock: Callable[[], float] = time.monotonic,
         random_fraction: Callable[[], float] = _random_fraction,
     ) -> None:
-        super().__init__(plan, driver=driver, clock=clock, random_fraction=random_fraction)
-        self._ops = ops
+        super().__init__(plan, clock=clock, random_fraction=random_fraction)
+        self._adapter: SyncAdapter = plan.adapter
         self._lock = threading.Lock()
         self._owner: int | None = None
 
@@ -362,14 +331,14 @@ class Keeper(_KeeperBase):
         """Check the connection out: ``with keeper.connection() as conn: ...``.
 
         :raises ConnectError: no connection could be opened within the policy's retries.
-        :raises WarmdbError: a nested checkout from the thread that holds the connection.
+        :raises UsageError: a nested checkout from the thread that holds the connection.
         """
         return _Checkout(self)
 
-    def _acquire(self) -> C:
+    def _acquire(self) -> Any:
         me = threading.get_ident()
         if self._owner == me:
-            raise WarmdbError("nested checkout: this thread already holds the kept connection")
+            raise UsageError("nested checkout: this thread already holds the kept connection")
         self._lock.acquire()
         self._owner = me
         try:
@@ -379,40 +348,37 @@ class Keeper(_KeeperBase):
             self._lock.release()
             raise
 
-    def _checkout(self) -> C:
-        ops = self._ops
+    def _checkout(self) -> Any:
+        adapter = self._adapter
         conn = self._conn
         if conn is not None:
             assert self._kept is not None
-            reason = judge(
-                self._kept,
-                self._clock(),
-                self._checkout_policy,
-                conn,
-                is_closed=ops.is_closed,
-                fileno=ops.fileno,
-                ping=ops.ping,
-            )
+            now = self._clock()
+            reason = judge(self._kept, now, self._checkout_policy, adapter, conn, adapter.ping)
             if reason is None:
                 return conn
-            ops.close(self._forget(reason))  # type: ignore[arg-type]
-        conn = ops.open()
+            adapter.close(self._forget(reason))
+        conn = open_connection(self.plan)
         self._keep(conn)
         return conn
 
     def _release(self, exc: BaseException | None) -> None:
         try:
-            conn = self._conn
-            if conn is None:
+            if self._conn is None:
                 return
-            ops = self._ops
-            if exc is not None and (ops.is_closed(conn) or ops.is_broken_by(conn, exc)):
-                ops.close(self._forget("broken"))  # type: ignore[arg-type]
+            adapter = self._adapter
+            action = self._release_action(exc)
+            if action == "close":
+                adapter.close(self._conn)
+                self._conn = self._kept = None
+                return
+            if action is not None:
+                adapter.close(self._forget(action))
                 return
             try:
-                ops.reset(conn)
+                adapter.reset(self._conn)
             except Exception:
-                ops.close(self._forget("broken"))  # type: ignore[arg-type]
+                adapter.close(self._forget("broken"))
                 return
             self._checked_in()
         finally:
@@ -420,11 +386,18 @@ class Keeper(_KeeperBase):
             self._lock.release()
 
     def close(self) -> None:
-        """Close the kept connection, if any; the next checkout opens a new one."""
+        """Close the kept connection, if any; the next checkout opens a new one.
+
+        Called inside a checkout by the thread that holds the connection, it takes effect
+        when the checkout ends.
+        """
+        if self._owner == threading.get_ident():
+            self._close_at_release = True
+            return
         with self._lock:
             conn, self._conn, self._kept = self._conn, None, None
             if conn is not None:
-                self._ops.close(conn)
+                self._adapter.close(conn)
 
 
 class _Checkout:
@@ -435,49 +408,42 @@ class _Checkout:
     def __init__(self, keeper: Keeper) -> None:
         self._keeper = keeper
 
-    def __enter__(self) -> object:
+    def __enter__(self) -> Any:
         return self._keeper._acquire()
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         self._keeper._release(exc)
 
 
-class AsyncKeeper(_KeeperBase):
+class AsyncKeeper(_KeeperBase["C"]):
     """One connection kept across invocations, for an async driver. Made by ``warm()``.
 
-    Checkouts in one event loop wait for each other.
+    Checkouts in one event loop wait for each other. For drivers whose connections belong
+    to the event loop that opened them (asyncpg: ``adapter.loop_bound``), a connection is
+    abandoned and replaced, reason ``"loop-changed"``, when the running loop is not the one
+    it was opened in (``asyncio.run()`` per invocation).
 
-    The parameters are those of :class:`Keeper`, with async *ops*, plus:
-
-    :param abandon: for drivers whose connections belong to the event loop that opened them
-        (asyncpg): drops such a connection without touching its loop. When the running loop
-        is not the one the connection was opened in (``asyncio.run()`` per invocation), the
-        connection is abandoned and replaced, reason ``"loop-changed"``. ``None`` for drivers
-        whose connections work in any loop.
+    The parameters are those of :class:`Keeper`.
     """
 
     def __init__(
         self,
         plan: ConnectPlan,
-        ops: AsyncOps[C],
         *,
-        driver: str,
         clock: Callable[[], float] = time.monotonic,
         random_fraction: Callable[[], float] = _random_fraction,
-        abandon: Callable[[C], None] | None = None,
     ) -> None:
-        super().__init__(plan, driver=driver, clock=clock, random_fraction=random_fraction)
-        self._ops = ops
-        self._abandon = abandon
+        super().__init__(plan, clock=clock, random_fraction=random_fraction)
+        self._adapter: AsyncAdapter = plan.adapter
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
-        self._owner: asyncio.Task[object] | None = None
+        self._owner: asyncio.Task[Any] | None = None
 
     def connection(self) -> AbstractAsyncContextManager[C]:
         """Check the connection out: ``async with keeper.connection() as conn: ...``.
 
         :raises ConnectError: no connection could be opened within the policy's retries.
-        :raises WarmdbError: a nested checkout from the task that holds the connection.
+        :raises UsageError: a nested checkout from the task that holds the connection.
         """
         return _AsyncCheckout(self)
 
@@ -487,21 +453,21 @@ class AsyncKeeper(_KeeperBase):
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             # A new loop: the old lock is unusable, and so is a connection bound to the old loop.
-            if self._conn is not None and self._abandon is not None:
-                self._abandon(self._forget("loop-changed"))  # type: ignore[arg-type]
+            if self._conn is not None and self._adapter.loop_bound:
+                self._adapter.abandon(self._forget("loop-changed"))
             self._loop = loop
             self._lock = asyncio.Lock()
             self._owner = None
         assert self._lock is not None
         return self._lock
 
-    async def _acquire(self) -> C:
+    async def _acquire(self) -> Any:
         import asyncio
 
         lock = self._loop_lock()
         task = asyncio.current_task()
         if task is not None and self._owner is task:
-            raise WarmdbError("nested checkout: this task already holds the kept connection")
+            raise UsageError("nested checkout: this task already holds the kept connection")
         await lock.acquire()
         self._owner = task
         try:
@@ -511,41 +477,40 @@ class AsyncKeeper(_KeeperBase):
             lock.release()
             raise
 
-    async def _checkout(self) -> C:
-        ops = self._ops
+    async def _checkout(self) -> Any:
+        adapter = self._adapter
         conn = self._conn
         if conn is not None:
             assert self._kept is not None
+            now = self._clock()
             reason = await judge_async(
-                self._kept,
-                self._clock(),
-                self._checkout_policy,
-                conn,
-                is_closed=ops.is_closed,
-                fileno=ops.fileno,
-                ping=ops.ping,
+                self._kept, now, self._checkout_policy, adapter, conn, adapter.ping
             )
             if reason is None:
                 return conn
-            await ops.close(self._forget(reason))  # type: ignore[arg-type]
-        conn = await ops.open()
+            await adapter.close(self._forget(reason))
+        conn = await open_connection_async(self.plan)
         self._keep(conn)
         return conn
 
     async def _release(self, exc: BaseException | None) -> None:
         lock = self._lock
         try:
-            conn = self._conn
-            if conn is None:
+            if self._conn is None:
                 return
-            ops = self._ops
-            if exc is not None and (ops.is_closed(conn) or ops.is_broken_by(conn, exc)):
-                await ops.close(self._forget("broken"))  # type: ignore[arg-type]
+            adapter = self._adapter
+            action = self._release_action(exc)
+            if action == "close":
+                await adapter.close(self._conn)
+                self._conn = self._kept = None
+                return
+            if action is not None:
+                await adapter.close(self._forget(action))
                 return
             try:
-                await ops.reset(conn)
+                await adapter.reset(self._conn)
             except Exception:
-                await ops.close(self._forget("broken"))  # type: ignore[arg-type]
+                await adapter.close(self._forget("broken"))
                 return
             self._checked_in()
         finally:
@@ -554,12 +519,21 @@ class AsyncKeeper(_KeeperBase):
                 lock.release()
 
     async def close(self) -> None:
-        """Close the kept connection, if any; the next checkout opens a new one."""
+        """Close the kept connection, if any; the next checkout opens a new one.
+
+        Called inside a checkout by the task that holds the connection, it takes effect when
+        the checkout ends.
+        """
+        import asyncio
+
         lock = self._loop_lock()
+        if self._owner is not None and self._owner is asyncio.current_task():
+            self._close_at_release = True
+            return
         async with lock:
             conn, self._conn, self._kept = self._conn, None, None
             if conn is not None:
-                await self._ops.close(conn)
+                await self._adapter.close(conn)
 
 
 class _AsyncCheckout:
@@ -570,7 +544,7 @@ class _AsyncCheckout:
     def __init__(self, keeper: AsyncKeeper) -> None:
         self._keeper = keeper
 
-    async def __aenter__(self) -> object:
+    async def __aenter__(self) -> Any:
         return await self._keeper._acquire()
 
     async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 
 import psycopg
 import psycopg2
@@ -67,17 +68,22 @@ def test_backend_killed_between_checkouts_is_replaced(pool, scaled_dsql):
 
 
 def test_open_transaction_is_rolled_back_on_return(pool):
+    table = f"scratch_{uuid.uuid4().hex[:8]}"
     with pool.connection() as conn:
+        conn.autocommit = True  # DSQL: DDL in a transaction of its own
         with conn.cursor() as cur:
-            cur.execute("CREATE TEMP TABLE scratch (n int)")
-            cur.execute("INSERT INTO scratch VALUES (1)")
+            cur.execute(f"CREATE TABLE {table} (n int)")
+        conn.autocommit = False
+        with conn.cursor() as cur:
+            cur.execute(f"INSERT INTO {table} VALUES (1)")
         assert conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_INTRANS
     with pool.connection() as again:
         assert again is conn  # LIFO: the same connection, rolled back
         assert again.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE
         with again.cursor() as cur:
-            cur.execute("SELECT to_regclass('pg_temp.scratch')")
-            assert cur.fetchone()[0] is None
+            cur.execute(f"SELECT count(*) FROM {table}")
+            assert cur.fetchone()[0] == 0
+        again.rollback()
 
 
 def test_broken_work_propagates_and_the_connection_is_replaced(pool, scaled_dsql):

@@ -16,6 +16,7 @@ from tests.conftest import SECRET_KEY, SESSION_TOKEN
 from tests.integration.drivers import DRIVERS, connect_and_query
 from tests.integration.test_connect import REGION, token_for
 from warmdb._connect import ConnectPlan
+from warmdb.psycopg2 import Psycopg2Adapter
 from warmdb.auth.credentials import Credentials, from_environment
 from warmdb.policy import DSQL
 
@@ -53,7 +54,7 @@ def test_no_secret_in_logs_reprs_or_errors(
         connect_and_query(driver, user="leak", **{**common, "port": 1}, policy=NO_RETRY)
     texts.append(all_text_of(unreachable.value))
 
-    plan = ConnectPlan(None, {"user": "leak", **common})
+    plan = ConnectPlan(None, {"user": "leak", **common}, adapter=Psycopg2Adapter())
     texts += [repr(plan), repr(plan.endpoint), repr(from_environment()), caplog.text]
     assert any("IAM token (DbConnect)" in record.getMessage() for record in caplog.records)
     for text in texts:
@@ -65,7 +66,9 @@ def test_driver_text_with_the_token_is_redacted(aws_credentials, frozen_clock):
     """Should a driver ever echo the password, warmdb's error hides it and drops the cause."""
     from warmdb._connect import raise_connect_error
 
-    plan = ConnectPlan(None, {"host": "127.0.0.1", "auth": "dsql", "region": REGION})
+    plan = ConnectPlan(
+        None, {"host": "127.0.0.1", "auth": "dsql", "region": REGION}, adapter=Psycopg2Adapter()
+    )
     token = plan.password()
     leaky = RuntimeError(f"bad password {token} for user admin")
 
@@ -73,9 +76,7 @@ def test_driver_text_with_the_token_is_redacted(aws_credentials, frozen_clock):
         try:
             raise leaky
         except RuntimeError as exc:
-            raise_connect_error(
-                exc, driver="x", endpoint=plan.endpoint, secrets=plan.secrets_of(token)
-            )
+            raise_connect_error(exc, plan, token)
 
     with pytest.raises(warmdb.ConnectError) as caught:
         fail_like_a_leaky_driver()

@@ -18,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from sqlalchemy.pool import QueuePool
 
 import warmdb.asyncpg
+import warmdb.pools.psycopg
 import warmdb.psycopg
 from warmdb import ConfigurationError
 from warmdb.policy import DSQL, RDS_PROXY, Policy
@@ -125,7 +126,7 @@ class FakeConnection:
 def test_expiry_uses_the_policy_jitter(kind, monkeypatch):
     policy = Policy(max_lifetime=100.0, lifetime_jitter=0.4)
     pool = MAKERS[kind](policy=policy)
-    monkeypatch.setattr(warmdb.psycopg, "random_fraction", lambda: 0.5)
+    monkeypatch.setattr(warmdb.pools.psycopg, "random_fraction", lambda: 0.5)
     conn = FakeConnection()
     pool._set_connection_expiry_date(conn)
     # psycopg_pool's own draw would be at most 5% off; the policy's is 0.4 * 0.5 = 20% off.
@@ -143,6 +144,18 @@ def test_guard_psycopg_pool_private_expiry_hook(cls):
     assert "conn._expire_at" in inspect.getsource(cls._return_connection)
     assert "conn._expire_at" in inspect.getsource(cls.check)
     assert "conn._created_at" in inspect.getsource(cls._set_connection_expiry_date)
+
+
+@pytest.mark.parametrize("cls", [ConnectionPool, AsyncConnectionPool])
+def test_guard_psycopg_pool_closes_through_close_connection(cls):
+    """warmdb reports every connection psycopg_pool discards (expired on return or in
+    check(), shrunk for being idle, failed reset) by overriding _close_connection (private).
+    If this fails, psycopg_pool closes connections some other way: those recycles would go
+    unreported."""
+    assert "self._close_connection(conn)" in inspect.getsource(cls._return_connection)
+    assert "self._close_connection(conn)" in inspect.getsource(cls.check)
+    assert "self._close_connection(to_close)" in inspect.getsource(cls._shrink_pool)
+    assert "self._close_connection(conn)" in inspect.getsource(cls._reset_connection)
 
 
 @pytest.mark.parametrize("cls", [ConnectionPool, AsyncConnectionPool])

@@ -1,4 +1,5 @@
-"""Retry classification of connect failures and the backoff schedule."""
+"""Retry classification of connect failures (PostgreSQL's, through warmdb._postgres, and the
+socket layer's) and the immutable Backoff schedule."""
 
 from __future__ import annotations
 
@@ -10,8 +11,14 @@ import psycopg2
 import pytest
 
 from warmdb import retry
+from warmdb._postgres import classify_postgres
+from warmdb.errors import ConfigurationError
 from warmdb.policy import Policy
-from warmdb.retry import RetrySchedule, classify
+from warmdb.retry import Backoff
+
+
+def classify(exc, sqlstate):
+    return classify_postgres(exc, sqlstate).reason
 
 
 @pytest.mark.parametrize(
@@ -83,36 +90,73 @@ def test_eai_again_constant_matches_the_platform():
 POLICY = Policy(retry_timeout=10.0, backoff_initial=0.1, backoff_max=1.0)
 
 
+def backoff(policy=POLICY, *, random_fraction=lambda: 0.5, **changes):
+    base = Backoff.from_policy(policy)
+    return Backoff(
+        initial=changes.get("initial", base.initial),
+        maximum=changes.get("maximum", base.maximum),
+        timeout=changes.get("timeout", base.timeout),
+        max_retries=changes.get("max_retries"),
+        jitter=changes.get("jitter", 1.0),
+        random_fraction=random_fraction,
+    )
+
+
+def delays(schedule, now, count):
+    found = []
+    for _ in range(count):
+        schedule = schedule.increment(now)
+        found.append(None if schedule is None else schedule.delay)
+        if schedule is None:
+            break
+    return found
+
+
 def test_full_jitter_exponential_bounds():
-    schedule = RetrySchedule(POLICY, started_at=0.0, random_fraction=lambda: 0.999999)
-    delays = [schedule.next_delay(retry.RATE_EXCEEDED, now=1.0) for _ in range(6)]
-    assert delays == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0, 1.0], rel=1e-5)
-    assert schedule.retries == 6
+    schedule = backoff(random_fraction=lambda: 0.0).start(0.0)
+    assert delays(schedule, 1.0, 6) == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0, 1.0], rel=1e-5)
 
 
-def test_full_jitter_can_be_zero():
-    schedule = RetrySchedule(POLICY, started_at=0.0, random_fraction=lambda: 0.0)
-    assert schedule.next_delay(retry.REFUSED, now=0.0) == 0.0
+def test_full_jitter_can_be_close_to_zero():
+    schedule = backoff(random_fraction=lambda: 0.999999).start(0.0)
+    assert schedule.increment(0.0).delay == pytest.approx(0.0, abs=1e-6)
+
+
+def test_partial_jitter_keeps_most_of_the_bound():
+    schedule = backoff(jitter=0.25, random_fraction=lambda: 1.0).start(0.0)
+    assert schedule.increment(0.0).delay == pytest.approx(0.075)
+
+
+def test_increment_returns_a_new_object_and_leaves_the_old_one_alone():
+    schedule = backoff().start(0.0)
+    after = schedule.increment(0.0)
+    assert after is not schedule
+    assert (schedule.retries, after.retries) == (0, 1)
+    with pytest.raises(AttributeError):
+        after.delay = 3  # type: ignore[misc]
 
 
 def test_deadline_caps_the_wait_then_gives_up():
-    schedule = RetrySchedule(POLICY, started_at=0.0, random_fraction=lambda: 0.999)
-    assert schedule.next_delay(retry.REFUSED, now=9.95) == pytest.approx(0.05)
-    assert schedule.next_delay(retry.REFUSED, now=10.0) is None
+    schedule = backoff(random_fraction=lambda: 0.0).start(0.0)
+    assert schedule.increment(9.95).delay == pytest.approx(0.05)
+    assert schedule.increment(10.0) is None
 
 
-def test_not_retryable_gives_up_at_once():
-    schedule = RetrySchedule(POLICY, started_at=0.0)
-    assert schedule.next_delay(None, now=0.0) is None
+def test_retry_count_limit():
+    schedule = backoff(max_retries=2, timeout=None).start(0.0)
+    assert delays(schedule, 0.0, 3)[-1] is None
+    assert len(delays(schedule, 0.0, 3)) == 3
 
 
-def test_auth_is_retried_once_at_once_and_only_with_a_fresh_token():
-    schedule = RetrySchedule(POLICY, started_at=0.0)
-    assert schedule.next_delay(retry.AUTH, now=0.0, fresh_token=False) is None
-    assert schedule.next_delay(retry.AUTH, now=0.0, fresh_token=True) == 0.0
-    assert schedule.next_delay(retry.AUTH, now=0.0, fresh_token=True) is None
+def test_zero_timeout_makes_one_attempt():
+    assert backoff(Policy(retry_timeout=0)).start(5.0).increment(5.0) is None
 
 
-def test_zero_retry_timeout_makes_one_attempt():
-    schedule = RetrySchedule(Policy(retry_timeout=0), started_at=5.0)
-    assert schedule.next_delay(retry.RATE_EXCEEDED, now=5.0) is None
+@pytest.mark.parametrize(
+    "changes",
+    [{"initial": -1}, {"maximum": 0.01}, {"jitter": 1.5}, {"max_retries": -1}, {"timeout": -2}],
+)
+def test_bad_arguments_are_refused_by_name(changes):
+    name = next(iter(changes))
+    with pytest.raises(ConfigurationError, match=name if name != "maximum" else "initial"):
+        backoff(**changes)

@@ -13,8 +13,10 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool, QueuePool, StaticPo
 import warmdb.psycopg2
 from warmdb import ConfigurationError, events
 from warmdb._connect import ConnectPlan
+from warmdb.drivers import SyncAdapter
 from warmdb.policy import Policy
-from warmdb.sqlalchemy import create_async_engine, create_engine, watch_pool
+from warmdb.pools.queue import watch_pool
+from warmdb.sqlalchemy import create_async_engine, create_engine
 
 HOST = "db.example.com"
 
@@ -81,7 +83,7 @@ def test_engine_arguments_pass_through():
         (create_engine, {"driver": "asyncpg"}, "create_async_engine"),
         (create_async_engine, {"driver": "psycopg2"}, "create_engine"),
         (create_engine, {"url": f"postgresql+asyncpg://{HOST}"}, "create_async_engine"),
-        (create_engine, {"url": f"mysql://{HOST}"}, "url scheme"),
+        (create_engine, {"url": f"oracle://{HOST}"}, "url scheme"),
         (create_engine, {"url": f"postgresql+psycopg2://{HOST}", "driver": "psycopg"}, "driver"),
         (create_engine, {"url": 5432}, "url"),
         (create_engine, {"pool_size": -1}, "pool_size"),
@@ -109,7 +111,7 @@ def test_bad_arguments_name_the_parameter(call, kwargs, named):
 @pytest.mark.parametrize(
     ("kwargs", "named"),
     [
-        ({"min_size": 0}, "min_size"),
+        ({"min_size": -1}, "min_size"),
         ({"min_size": 3, "max_size": 2}, "max_size"),
         ({"max_size": "8"}, "max_size"),
         ({"timeout": -1}, "timeout"),
@@ -121,8 +123,8 @@ def test_pool_bad_arguments_name_the_parameter(kwargs, named):
         warmdb.psycopg2.pool(HOST, **kwargs)
 
 
-def test_pool_is_built_on_queue_pool_and_connects_lazily():
-    pool = warmdb.psycopg2.pool(HOST, min_size=2, max_size=5, timeout=3)
+def test_pool_is_built_on_queue_pool_and_connects_when_opened():
+    pool = warmdb.psycopg2.pool(HOST, min_size=2, max_size=5, timeout=3, open=False)
     queue = pool._pool
     assert isinstance(queue, QueuePool)
     assert (queue.size(), queue._max_overflow, queue._timeout) == (2, 3, 3)
@@ -139,8 +141,9 @@ def test_importing_psycopg2_module_does_not_import_sqlalchemy():
 
 def test_pool_without_sqlalchemy_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "sqlalchemy.pool", None)
+    monkeypatch.setitem(sys.modules, "warmdb.pools.queue", None)
     with pytest.raises(ConfigurationError, match=r"warmdb\[psycopg2,sqlalchemy\]"):
-        warmdb.psycopg2.pool(HOST)
+        warmdb.psycopg2.pool(HOST, open=False)
 
 
 class FakeConnection:
@@ -163,6 +166,20 @@ class FakeConnection:
         os.close(self.write_end)
 
 
+class FakeAdapter(SyncAdapter):
+    """The probes watch_pool's checks take from the driver's adapter."""
+
+    name = "fake"
+    family = "postgresql"
+    driver_keys = frozenset()
+
+    def is_closed(self, conn: FakeConnection) -> bool:
+        return conn.closed
+
+    def fileno(self, conn: FakeConnection) -> int:
+        return conn.fileno()
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -177,7 +194,7 @@ def watched():
     takes half of the lifetime jitter."""
     events.reset_counts()
     policy = Policy(max_lifetime=100.0, lifetime_jitter=0.2, max_idle=50.0, ping_after_idle=10.0)
-    plan = ConnectPlan(None, {"host": HOST}, policy=policy)
+    plan = ConnectPlan(None, {"host": HOST}, adapter=FakeAdapter(), policy=policy)
     clock = FakeClock()
     failing_pings: list[bool] = []
 
@@ -187,16 +204,7 @@ def watched():
             raise OSError("gone")
 
     pool = QueuePool(FakeConnection, pool_size=1, max_overflow=0)
-    watch_pool(
-        pool,
-        plan,
-        driver="fake",
-        is_closed=lambda conn: conn.closed,
-        fileno=lambda conn: conn.fileno(),
-        ping=ping,
-        clock=clock,
-        random_fraction=lambda: 0.5,
-    )
+    watch_pool(pool, plan, ping=ping, clock=clock, random_fraction=lambda: 0.5)
 
     def checkout() -> FakeConnection:
         handle = pool.connect()

@@ -1,9 +1,8 @@
-"""The keeper's checkout decision (pure) and the no-round-trip liveness check."""
+"""The checkout decision (pure but for a socket poll) and the no-round-trip liveness check."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import math
 import socket
 
@@ -12,10 +11,9 @@ import pytest
 from warmdb.policy import Policy
 from warmdb.warm import (
     PING,
-    REPLACE,
     REUSE,
     KeptConnection,
-    checkout_verdict,
+    decide,
     has_pending_input,
     judge,
     judge_async,
@@ -30,12 +28,45 @@ def kept(opened_at: float = 0.0, last_used: float = 0.0, fraction: float = 0.0) 
     return record
 
 
-def quiet() -> bool:
-    return False
+class Sockets:
+    """A healthy idle socket and one the server sent a termination notice on."""
+
+    def __init__(self) -> None:
+        self.pairs = [socket.socketpair(), socket.socketpair()]
+        self.pairs[1][1].sendall(b"E")
+        self.quiet = self.pairs[0][0].fileno()
+        self.readable = self.pairs[1][0].fileno()
+
+    def close(self) -> None:
+        for pair in self.pairs:
+            for sock in pair:
+                sock.close()
 
 
-def must_not_be_called() -> bool:
-    raise AssertionError("the socket was checked although a cheaper check decided")
+@pytest.fixture(scope="module")
+def sockets():
+    found = Sockets()
+    yield found
+    found.close()
+
+
+class FakeAdapter:
+    """The two probes decide() takes from an adapter."""
+
+    def __init__(self, *, closed: bool = False, fd: int | None = None) -> None:
+        self.closed = closed
+        self.fd = fd
+
+    def is_closed(self, conn: object) -> bool:
+        return self.closed
+
+    def fileno(self, conn: object) -> int:
+        if self.fd is None:
+            raise AssertionError("the socket was polled although a cheaper check decided")
+        return self.fd
+
+
+NOT_POLLED = FakeAdapter()
 
 
 def test_jitter_shortens_the_lifetime_by_up_to_the_fraction():
@@ -45,69 +76,56 @@ def test_jitter_shortens_the_lifetime_by_up_to_the_fraction():
     assert KeptConnection(0.0, Policy(max_lifetime=None), 0.5).expires_at == math.inf
 
 
-def test_hot_path_reuses_without_a_ping():
-    assert checkout_verdict(kept(last_used=5.0), 6.0, POLICY, is_closed=False, has_input=quiet) == (
-        REUSE,
-        None,
-    )
+def test_hot_path_reuses_without_a_poll_or_ping():
+    assert decide(kept(last_used=5.0), 5.2, POLICY, NOT_POLLED, "conn") == REUSE
 
 
-def test_ping_only_after_idle():
+def test_ping_only_after_idle(sockets):
     record = kept(last_used=5.0)
-    assert checkout_verdict(record, 14.9, POLICY, is_closed=False, has_input=quiet)[0] == REUSE
-    assert checkout_verdict(record, 15.0, POLICY, is_closed=False, has_input=quiet)[0] == PING
+    adapter = FakeAdapter(fd=sockets.quiet)
+    assert decide(record, 14.9, POLICY, adapter, "conn") == REUSE
+    assert decide(record, 15.0, POLICY, adapter, "conn") == PING
 
 
-def test_ping_every_time_or_never():
+def test_ping_every_time_or_never(sockets):
     record = kept(last_used=5.0)
+    adapter = FakeAdapter(fd=sockets.quiet)
     always = POLICY.replace(ping_after_idle=0)
     never = POLICY.replace(ping_after_idle=None)
-    assert checkout_verdict(record, 5.0, always, is_closed=False, has_input=quiet)[0] == PING
-    assert checkout_verdict(record, 45.0, never, is_closed=False, has_input=quiet)[0] == REUSE
+    assert decide(record, 5.0, always, adapter, "conn") == PING
+    assert decide(record, 45.0, never, adapter, "conn") == REUSE
 
 
 @pytest.mark.parametrize(
-    ("now", "is_closed", "has_input", "expected"),
+    ("now", "closed", "readable", "expected"),
     [
-        (6.0, True, must_not_be_called, (REPLACE, "closed")),
-        (100.0, False, must_not_be_called, (REPLACE, "lifetime")),
-        (60.0, False, must_not_be_called, (REPLACE, "idle")),
-        (6.0, False, lambda: True, (REPLACE, "readable")),
-        (20.0, False, lambda: True, (REPLACE, "readable")),  # readable beats a ping
+        (6.0, True, None, "closed"),
+        (100.0, False, None, "lifetime"),
+        (60.0, False, None, "idle"),
+        (6.0, False, True, "readable"),
+        (20.0, False, True, "readable"),  # readable beats a ping
     ],
 )
-def test_replace_reasons(now, is_closed, has_input, expected):
-    record = kept(last_used=5.0)
-    assert checkout_verdict(record, now, POLICY, is_closed=is_closed, has_input=has_input) == (
+def test_replace_reasons(sockets, now, closed, readable, expected):
+    fd = None if readable is None else sockets.readable
+    assert decide(kept(last_used=5.0), now, POLICY, FakeAdapter(closed=closed, fd=fd), "c") == (
         expected
     )
 
 
-def test_socket_polled_only_after_poll_after_idle():
+def test_socket_polled_only_after_poll_after_idle(sockets):
     record = kept(last_used=5.0)
     # Given back 0.4 s ago: inside the default 0.5 s window, the socket is not polled.
-    assert checkout_verdict(record, 5.4, POLICY, is_closed=False, has_input=must_not_be_called) == (
-        REUSE,
-        None,
-    )
-    assert checkout_verdict(record, 5.5, POLICY, is_closed=False, has_input=lambda: True) == (
-        REPLACE,
-        "readable",
-    )
+    assert decide(record, 5.4, POLICY, NOT_POLLED, "conn") == REUSE
+    assert decide(record, 5.5, POLICY, FakeAdapter(fd=sockets.readable), "conn") == "readable"
 
 
-def test_socket_polled_at_every_checkout_or_never():
+def test_socket_polled_at_every_checkout_or_never(sockets):
     record = kept(last_used=5.0)
     always = POLICY.replace(poll_after_idle=0)
     never = POLICY.replace(poll_after_idle=None)
-    assert checkout_verdict(record, 5.0, always, is_closed=False, has_input=lambda: True) == (
-        REPLACE,
-        "readable",
-    )
-    assert checkout_verdict(record, 9.0, never, is_closed=False, has_input=must_not_be_called) == (
-        REUSE,
-        None,
-    )
+    assert decide(record, 5.0, always, FakeAdapter(fd=sockets.readable), "c") == "readable"
+    assert decide(record, 9.0, never, NOT_POLLED, "c") == REUSE
 
 
 def test_given_back_records_the_return_or_says_why_to_discard():
@@ -120,10 +138,8 @@ def test_given_back_records_the_return_or_says_why_to_discard():
 
 
 def test_lifetime_counts_from_the_open_not_the_last_use():
-    record = kept(opened_at=0.0, last_used=99.0)
-    assert checkout_verdict(record, 100.0, POLICY, is_closed=False, has_input=quiet) == (
-        REPLACE,
-        "lifetime",
+    assert decide(kept(opened_at=0.0, last_used=99.0), 100.0, POLICY, NOT_POLLED, "c") == (
+        "lifetime"
     )
 
 
@@ -141,94 +157,40 @@ def test_pending_input_on_real_sockets():
         ours.close()
 
 
-def never_called(conn) -> int:
+def never_called(conn) -> None:
     raise AssertionError("not due")
 
 
-@pytest.fixture
-def quiet_fd():
-    """The descriptor of a healthy idle connection: a socket with nothing to read."""
-    ours, theirs = socket.socketpair()
-    yield ours.fileno()
-    ours.close()
-    theirs.close()
+def test_judge_reuses_without_pinging(sockets):
+    adapter = FakeAdapter(fd=sockets.quiet)
+    assert judge(kept(last_used=5.0), 6.0, POLICY, adapter, "conn", never_called) is None
 
 
-@pytest.fixture
-def readable_fd():
-    """The descriptor of a connection the server sent a termination notice on."""
-    ours, theirs = socket.socketpair()
-    theirs.sendall(b"E")
-    yield ours.fileno()
-    ours.close()
-    theirs.close()
-
-
-def checks(fd: int) -> dict[str, object]:
-    return {"is_closed": lambda conn: False, "fileno": lambda conn: fd}
-
-
-def test_judge_reuses_without_pinging(quiet_fd):
-    record = kept(last_used=5.0)
-    assert judge(record, 6.0, POLICY, "conn", **checks(quiet_fd), ping=never_called) is None
-
-
-def test_judge_pings_when_due_and_counts_idle_from_then(quiet_fd):
+def test_judge_pings_when_due_and_counts_idle_from_then(sockets):
     record = kept(last_used=5.0)
     pinged: list[str] = []
-    assert judge(record, 20.0, POLICY, "conn", **checks(quiet_fd), ping=pinged.append) is None
+    assert judge(record, 20.0, POLICY, FakeAdapter(fd=sockets.quiet), "conn", pinged.append) is None
     assert (pinged, record.last_used) == (["conn"], 20.0)
 
 
-def test_judge_reports_a_failed_ping_and_replace_reasons(quiet_fd):
+def test_judge_reports_a_failed_ping_and_replace_reasons(sockets):
     def dead(conn) -> None:
         raise OSError("gone")
 
     record = kept(last_used=5.0)
-    assert judge(record, 20.0, POLICY, "c", **checks(quiet_fd), ping=dead) == "ping-failed"
-    assert judge(record, 100.0, POLICY, "c", **checks(quiet_fd), ping=never_called) == "lifetime"
+    adapter = FakeAdapter(fd=sockets.quiet)
+    assert judge(record, 20.0, POLICY, adapter, "c", dead) == "ping-failed"
+    assert judge(record, 100.0, POLICY, adapter, "c", never_called) == "lifetime"
     assert record.last_used == 5.0
 
 
-def test_judge_async_awaits_the_ping(quiet_fd):
+def test_judge_async_awaits_the_ping(sockets):
     record = kept(last_used=5.0)
     pinged: list[str] = []
 
     async def ping(conn) -> None:
         pinged.append(conn)
 
-    judged = judge_async(record, 20.0, POLICY, "conn", **checks(quiet_fd), ping=ping)
+    judged = judge_async(record, 20.0, POLICY, FakeAdapter(fd=sockets.quiet), "conn", ping)
     assert asyncio.run(judged) is None
     assert pinged == ["conn"]
-
-
-@pytest.mark.parametrize(
-    "policy",
-    [
-        POLICY,
-        POLICY.replace(poll_after_idle=0),
-        POLICY.replace(ping_after_idle=None, poll_after_idle=None),
-    ],
-)
-def test_judge_decides_as_checkout_verdict(policy, quiet_fd, readable_fd):
-    """judge()'s inline fast path gives checkout_verdict's answer, state by state."""
-    for now, closed, readable in itertools.product(
-        [5.0, 5.3, 5.6, 14.0, 15.0, 54.0, 55.0, 99.0, 100.0], [False, True], [False, True]
-    ):
-        record = kept(last_used=5.0)
-        verdict, reason = checkout_verdict(
-            record, now, policy, is_closed=closed, has_input=lambda readable=readable: readable
-        )
-        expected = {REUSE: None, PING: None, REPLACE: reason}[verdict]
-        pings: list[object] = []
-        judged = judge(
-            kept(last_used=5.0),
-            now,
-            policy,
-            "conn",
-            is_closed=lambda conn, closed=closed: closed,
-            fileno=lambda conn, readable=readable: readable_fd if readable else quiet_fd,
-            ping=pings.append,
-        )
-        assert judged == expected, (now, closed, readable)
-        assert bool(pings) == (verdict == PING)

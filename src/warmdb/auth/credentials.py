@@ -118,6 +118,12 @@ class BotocoreCredentials:
         except BotoCoreError as exc:
             # botocore's messages name profiles and files, never secret values.
             raise CredentialsError(f"could not load AWS credentials: {exc}") from exc
+        except Exception as exc:
+            # A custom provider's own failure: its text may hold anything, so only its type
+            # is named; the exception itself stays reachable as the cause.
+            raise CredentialsError(
+                f"the credentials provider raised {type(exc).__name__} while loading"
+            ) from exc
         if credentials is None:
             where = f"profile {self._profile!r}" if self._profile else "botocore's default chain"
             raise CredentialsError(
@@ -137,6 +143,12 @@ class BotocoreCredentials:
             frozen = resolved.get_frozen_credentials()  # type: ignore[attr-defined]
         except BotoCoreError as exc:
             raise CredentialsError(f"could not refresh AWS credentials: {exc}") from exc
+        except Exception as exc:
+            raise CredentialsError(
+                f"the credentials provider raised {type(exc).__name__} while refreshing"
+            ) from exc
+        if not isinstance(frozen.access_key, str) or not isinstance(frozen.secret_key, str):
+            raise CredentialsError("the credentials provider returned no access key or secret")
         return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
 
 

@@ -1,0 +1,58 @@
+"""warmdb's pools: each built on a well-kept pool, with warmdb's connects and checkout checks.
+
+- :mod:`warmdb.pools.psycopg`: psycopg_pool's ``ConnectionPool`` / ``AsyncConnectionPool``
+  (``warmdb.psycopg.pool()`` / ``pool_async()``);
+- :mod:`warmdb.pools.asyncpg`: asyncpg's ``Pool`` (``warmdb.asyncpg.create_pool()``);
+- :mod:`warmdb.pools.queue`: one sync pool over SQLAlchemy's ``QueuePool``, parametrised by
+  the driver's adapter (``warmdb.psycopg2.pool()`` and the MySQL drivers' ``pool()``), and
+  the checks that SQLAlchemy engines share with it.
+
+What every pool means the same way:
+
+- ``min_size``: connections opened when the pool opens and kept open (never closed for
+  being idle; renewed when their lifetime ends);
+- ``max_size``: connections open at once, at most;
+- a checkout that finds none free within ``timeout`` raises :class:`~warmdb.PoolTimeout`
+  (also ``TimeoutError``); a closed pool raises :class:`~warmdb.PoolClosed`;
+- every connection is opened through the driver's adapter (a fresh token, the rate
+  governor, retries, events), lives ``policy.max_lifetime`` minus jitter, and is judged at
+  checkout by :func:`warmdb.warm.decide`; every replacement is reported as a
+  :class:`~warmdb.events.RecycleEvent`.
+
+Nothing here is imported by ``import warmdb``: each module imports its base pool's library.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from warmdb._connect import ConnectPlan
+    from warmdb.pools.queue import ConnectionPool
+
+__all__ = ["queue_pool"]
+
+
+def queue_pool(
+    plan: ConnectPlan, *, min_size: int, max_size: int, timeout: float, open: bool
+) -> ConnectionPool:
+    """A :class:`warmdb.pools.queue.ConnectionPool` for a sync driver's *plan*, checked
+    arguments included; what the sync drivers' ``pool()`` returns.
+
+    :raises ConfigurationError: a bad size or timeout, or SQLAlchemy is not installed.
+    """
+    from warmdb._arguments import check_count, check_seconds
+    from warmdb.errors import ConfigurationError
+
+    check_count("min_size", min_size, minimum=0)
+    check_count("max_size", max_size, minimum=max(1, min_size))
+    check_seconds("timeout", timeout, positive=True)
+    try:
+        # Imported here: a driver module alone must not pay for SQLAlchemy.
+        from warmdb.pools.queue import ConnectionPool
+    except ModuleNotFoundError as exc:
+        name = plan.adapter.name
+        raise ConfigurationError(
+            f"warmdb.{name}.pool() is built on SQLAlchemy's pool: "
+            f"pip install 'warmdb[{name},sqlalchemy]'"
+        ) from exc
+    return ConnectionPool(plan, min_size=min_size, max_size=max_size, timeout=timeout, open=open)

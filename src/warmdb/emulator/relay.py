@@ -93,6 +93,7 @@ _TAGS = {
     "DELETE": b"DELETE 0",
     "MERGE": b"MERGE 0",
     "COPY": b"COPY 0",
+    "SELECT": b"SELECT 0",
 }
 # Prepared statements remembered per session (protocol-level and SQL PREPARE), to know
 # what a Bind or an EXECUTE runs; a session that prepares more names starts over.

@@ -44,6 +44,9 @@ _TOKEN = re.compile(
 )
 # A Query that is one read and nothing else: no classification needed (the hot path).
 _PLAIN_READ = re.compile(rb"\s*(?:select|show|values|fetch|explain)\b[^;]*;?\s*\x00?\Z", re.I)
+# SELECT ... FOR UPDATE/SHARE: on PostgreSQL it waits for writers; on DSQL it neither waits
+# nor locks, but its rows conflict at COMMIT like written ones. So it is judged as a write.
+_LOCKING = re.compile(rb"\bfor\s+(?:no\s+key\s+update|update|key\s+share|share)\b", re.I)
 _WRITE_WORD = re.compile(rb"\b(insert|update|delete|merge)\b", re.IGNORECASE)
 # Statements whose kind is known from their first words keep only this many tokens (a bulk
 # INSERT may be megabytes long); DDL keeps them all, its refusals look everywhere.
@@ -56,6 +59,7 @@ _SERIAL_TYPES = frozenset(
 _TABLE_BEFORE = frozenset({b"from", b"into", b"update", b"join", b"table", b"truncate"})
 _TABLE_SKIP = frozenset({b"if", b"not", b"exists", b"only", b"lateral"})
 _SEQUENCE_MIN_CACHE = 65_536
+_LOCK_STRENGTHS = frozenset({b"update", b"share", b"no", b"key"})
 
 
 def _unsupported(message: str) -> Refusal:
@@ -202,7 +206,7 @@ def _scan(sql: bytes) -> list[tuple[int, int, list[_Token]]]:
 def is_plain_read(sql: bytes) -> bool:
     """Whether *sql* (a Query's text) is one SELECT, SHOW, VALUES, FETCH or EXPLAIN: the
     statements the relay lets through without looking further."""
-    return _PLAIN_READ.match(sql) is not None
+    return _PLAIN_READ.match(sql) is not None and _LOCKING.search(sql) is None
 
 
 def split(sql: bytes) -> list[Statement]:
@@ -286,8 +290,10 @@ def _classify(sql: bytes, tokens: list[_Token], offset: int) -> Statement:
         found = _WRITE_WORD.search(sql)
         if found is not None:
             return Statement(WRITE, found.group(1).decode().upper(), sql, _tables(tokens))
-        return Statement(READ, "SELECT", sql, _tables(tokens))
-    if first in (b"select", b"values", b"table", b"show", b"explain", b"fetch"):
+        return _select(sql, tokens)
+    if first == b"select":
+        return _select(sql, tokens)
+    if first in (b"values", b"table", b"show", b"explain", b"fetch"):
         return Statement(READ, first.decode().upper(), sql, _tables(tokens))
     if first == b"truncate":
         return Statement(OTHER, "TRUNCATE", sql, _tables(tokens), NOT_SUPPORTED["truncate"])
@@ -302,6 +308,11 @@ def _classify(sql: bytes, tokens: list[_Token], offset: int) -> Statement:
     if first in _DDL_VERBS:
         return _ddl(sql, tokens, words, offset)
     return Statement(OTHER, first.decode("utf-8", "replace").upper(), sql)
+
+
+def _select(sql: bytes, tokens: list[_Token]) -> Statement:
+    locking = _follows(_words(tokens), b"for", _LOCK_STRENGTHS)
+    return Statement(WRITE if locking else READ, "SELECT", sql, _tables(tokens))
 
 
 def _prepare(sql: bytes, tokens: list[_Token], offset: int) -> Statement:

@@ -170,3 +170,18 @@ def test_schema_change_on_another_table_does_not_conflict(dsql_emulator):
     with psycopg.connect(**dsql_emulator.connection_params(), autocommit=True) as admin:
         admin.execute("drop table kept")
         admin.execute("drop table changed")
+
+
+def test_select_for_update_does_not_wait_and_conflicts_at_commit(counters):
+    with (
+        psycopg.connect(**counters.connection_params(), options=GUARD) as first,
+        psycopg.connect(**counters.connection_params(), options=GUARD) as second,
+    ):
+        first.execute("update counters set n = 7 where id = 1")
+        # On PostgreSQL this waits for the first writer; on DSQL it does not.
+        second.execute("select n from counters where id = 1 for update").fetchall()
+        second.execute("update counters set n = 8 where id = 2")
+        first.commit()
+        with pytest.raises(psycopg.errors.SerializationFailure, match="OC000"):
+            second.commit()
+    assert (value(counters, 1), value(counters, 2)) == (7, 0)

@@ -47,6 +47,9 @@ def test_what_psql_c_sends():
         (b"drop table t", "ddl"),
         (b"set search_path = x", "other"),
         (b"execute p (1)", "execute"),
+        (b"select * from t where id = 1 for update", "write"),
+        (b"select * from t for no key update skip locked", "write"),
+        (b"select 'for update' from t", "read"),
     ],
 )
 def test_kinds(sql, kind):
@@ -174,6 +177,7 @@ def test_prepare_remembers_what_it_prepares():
         (b"select 1; delete from t", False),
         (b"insert into t values (1)", False),
         (b"selectx", False),
+        (b"select * from jobs for update skip locked", False),
     ],
 )
 def test_plain_reads(sql, expected):

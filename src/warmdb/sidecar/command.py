@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--port", type=int, default=_env("port"), help="the database port (default 5432)")
     add("--region", default=_env("region"), help="AWS region (default: from host or AWS_REGION)")
     add("--user", default=_env("user"), help="database user (default admin for DSQL)")
-    add("--dbname", default=_env("dbname"), help="database (default postgres for DSQL)")
+    add("--dbname", default=_env("dbname"), help="database (default postgres)")
     add("--auth", choices=("dsql", "rds"), default=_env("auth"), help="token kind (default: host)")
     add("--profile", default=_env("profile"), help="AWS profile to sign with")
     add(

@@ -71,7 +71,8 @@ class Sidecar:
     :param port: the server's port, 5432 by default.
     :param region: the AWS region; from the host name or ``AWS_REGION`` by default.
     :param user: the database user, ``admin`` for DSQL by default.
-    :param dbname: the server's database (and the name clients ask for), ``postgres`` for DSQL.
+    :param dbname: the server's database (and the name clients ask for), ``postgres`` by
+        default.
     :param auth: ``"dsql"`` or ``"rds"``; detected from the host name by default.
     :param profile: the AWS profile to sign with; environment credentials by default.
     :param sslmode: ``require``, ``verify-ca`` or ``verify-full``. DSQL: ``verify-full``, the
@@ -150,6 +151,10 @@ class Sidecar:
                 f"client_user={client_user!r} must differ from the database user: the auth "
                 "file holds the token under the database user's name"
             )
+        #: The database clients ask for and PgBouncer logs in to: PostgreSQL's own
+        #: ``postgres`` unless given (libpq would default to the user name, which an RDS
+        #: IAM user rarely has as a database).
+        self.dbname = self.endpoint.dbname or "postgres"
         self.binary = find_pgbouncer(pgbouncer)
         self.listen_host = listen_host
         self.listen_port = listen_port
@@ -321,13 +326,12 @@ class Sidecar:
                 settings.pop(name, None)
             else:
                 settings[name] = value
-        assert self.endpoint.dbname is not None
-        assert self.endpoint.user is not None
+        assert self.endpoint.user is not None  # resolve() requires it for IAM
         ini = render_ini(
-            dbname=self.endpoint.dbname,
+            dbname=self.dbname,
             server_host=self.endpoint.host,
             server_port=self.endpoint.port,
-            server_dbname=self.endpoint.dbname,
+            server_dbname=self.dbname,
             server_user=self.endpoint.user,
             settings=settings,
         )
@@ -422,7 +426,7 @@ class Sidecar:
         state = SidecarState(
             host=self.listen_host,
             port=self.listen_port,
-            dbname=self.endpoint.dbname or "postgres",
+            dbname=self.dbname,
             user=self.client_user,
             password_file=str(self.directory / "client-password"),
             pgbouncer_version=self.caps.version_text,

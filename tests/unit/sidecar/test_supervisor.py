@@ -80,3 +80,8 @@ def test_a_directory_without_search_permission_for_the_account_is_refused():
         _check_reachable(base, other)
     finally:
         base.rmdir()
+
+
+def test_database_defaults_to_postgres_for_rds_too():
+    assert sidecar(host="db.abc.us-east-1.rds.amazonaws.com", user="app").dbname == "postgres"
+    assert sidecar(host="db.abc.us-east-1.rds.amazonaws.com", user="a", dbname="x").dbname == "x"

@@ -15,21 +15,23 @@ from tests.integration.sidecar.test_refresh import reconnect_servers
 
 
 def test_rds_tokens_are_refreshed(pgbouncer_binary):
-    with emulator(engine="rds-postgres", token_time_scale=TOKEN_SCALE) as rds:
-        with sidecar_for(
+    with (
+        emulator(engine="rds-postgres", token_time_scale=TOKEN_SCALE) as rds,
+        sidecar_for(
             rds, pgbouncer=pgbouncer_binary, auth="rds", user="admin", token_duration=None
-        ) as sidecar:
-            assert sidecar.endpoint.sslmode == "require"
-            assert sidecar.plan.token_duration == 900
-            first = sidecar.state.token_issued_at
-            wait_for(lambda: sidecar.refreshes >= 2, timeout=15)
-            wait_for(lambda: time.time() > first + 900 / TOKEN_SCALE + 0.1, timeout=10)
-            accepted = rds.stats.accepted
-            reconnect_servers(sidecar)
-            with client(sidecar) as conn:
-                assert conn.execute("SELECT 1").fetchone() == (1,)
-            assert rds.stats.accepted > accepted
-            assert rds.stats.auth_failures == {}
+        ) as sidecar,
+    ):
+        assert sidecar.endpoint.sslmode == "require"
+        assert sidecar.plan.token_duration == 900
+        first = sidecar.state.token_issued_at
+        wait_for(lambda: sidecar.refreshes >= 2, timeout=15)
+        wait_for(lambda: time.time() > first + 900 / TOKEN_SCALE + 0.1, timeout=10)
+        accepted = rds.stats.accepted
+        reconnect_servers(sidecar)
+        with client(sidecar) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert rds.stats.accepted > accepted
+        assert rds.stats.auth_failures == {}
 
 
 def test_a_token_signed_with_session_credentials_logs_in(pgbouncer_binary):

@@ -643,10 +643,25 @@ _client_messages = st.one_of(
     st.builds(
         Q,
         st.sampled_from(
-            ["BEGIN", "COMMIT", "select 1", "insert into t values (1)", "delete from t; select 1"]
+            [
+                "BEGIN",
+                "COMMIT",
+                "select 1",
+                "insert into t values (1)",
+                "delete from t; select 1",
+                "begin; insert into t values (1); commit",
+                "truncate t",
+                "create table a (x int)",
+                "prepare p as delete from t",
+                "execute p",
+            ]
         ),
     ),
-    st.builds(parse, st.sampled_from([b"", b"s1"]), st.sampled_from([b"select 1", b"delete"])),
+    st.builds(
+        parse,
+        st.sampled_from([b"", b"s1"]),
+        st.sampled_from([b"select 1", b"delete", b"create table b (x int)", b"vacuum"]),
+    ),
     st.builds(bind, st.sampled_from([b"", b"s1", b"unknown"])),
     st.sampled_from([msg(b"E"), msg(b"S"), msg(b"H"), msg(b"D"), msg(b"d", b"x"), msg(b"c")]),
 )
@@ -658,6 +673,7 @@ _upstream_messages = st.one_of(
             msg(b"G", b"\x00\x00\x00"),
             msg(b"1"),
             protocol.error_response("40001", "conflict"),
+            protocol.error_response("55P03", "lock timeout"),
             protocol.error_response("42P01", "missing"),
         ]
     ),

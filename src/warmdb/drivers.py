@@ -355,6 +355,30 @@ REGISTRY: dict[str, DriverEntry] = {
             async_="AsyncpgAdapter",
             dialects=("postgresql+asyncpg",),
         ),
+        DriverEntry(
+            "pymysql",
+            family="mysql",
+            library="pymysql",
+            extra="pymysql",
+            sync="PyMySQLAdapter",
+            dialects=("mysql+pymysql", "mariadb+pymysql"),
+        ),
+        DriverEntry(
+            "mysql_connector",
+            family="mysql",
+            library="mysql.connector",
+            extra="mysql-connector",
+            sync="MySQLConnectorAdapter",
+            dialects=("mysql+mysqlconnector", "mariadb+mysqlconnector"),
+        ),
+        DriverEntry(
+            "aiomysql",
+            family="mysql",
+            library="aiomysql",
+            extra="aiomysql",
+            async_="AiomysqlAdapter",
+            dialects=("mysql+aiomysql", "mariadb+aiomysql"),
+        ),
     )
 }
 

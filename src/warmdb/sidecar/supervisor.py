@@ -230,11 +230,11 @@ class Sidecar:
             return
         if self._made_directory:
             shutil.rmtree(directory, ignore_errors=True)
-            self._directory = None
         else:
             for name in (self.state_path.name, "auth.txt", "client-password"):
                 with contextlib.suppress(FileNotFoundError):
                     (directory / name).unlink()
+        self._directory = None
         self._state = None
 
     def __enter__(self) -> Sidecar:

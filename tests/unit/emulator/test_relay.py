@@ -701,3 +701,128 @@ def test_any_message_sequence_keeps_the_streams_well_formed(steps, advance):
         framer = protocol.MessageFramer(1 << 20)
         framer.feed(bytes(stream))
         assert framer.buffered == 0
+
+
+class FakePostgres:
+    """Answers what the relay sends as PostgreSQL would, in outline: enough to check that
+    every client cycle gets exactly one ReadyForQuery, whatever the relay runs in between."""
+
+    def __init__(self) -> None:
+        self.status = b"I"
+        self.skipping = False  # after an error in an extended-protocol sequence
+        self.parsed = b""
+
+    def answer(self, sent: bytes) -> list[bytes]:
+        framer = protocol.MessageFramer(1 << 20)
+        replies: list[bytes] = []
+        for message in framer.feed(sent):
+            kind = message[:1]
+            if kind == b"Q":
+                replies += self._query(protocol.query_text(message).strip().lower())
+            elif kind == b"S":
+                self.skipping = False
+                replies.append(ready(self.status))
+            elif self.skipping:
+                continue
+            elif kind == b"P":
+                self.parsed = protocol.parse_statement(message)[1]
+                replies.append(msg(b"1"))
+            elif kind == b"B":
+                replies.append(msg(b"2"))
+            elif kind == b"E":
+                if self.status == b"T" and b"update" in self.parsed:
+                    replies.append(protocol.error_response("55P03", "lock timeout"))
+                    self.status, self.skipping = b"E", True
+                else:
+                    replies.append(complete("UPDATE 2"))
+        return replies
+
+    def _query(self, text: str) -> list[bytes]:
+        replies: list[bytes] = []
+        for statement in filter(None, (part.strip() for part in text.split(";"))):
+            if statement.startswith(("begin", "start")):
+                self.status = b"T" if self.status == b"I" else self.status
+                replies.append(complete("BEGIN"))
+            elif statement.startswith(("commit", "rollback", "end", "abort")) and (
+                "to savepoint" not in statement
+            ):
+                self.status = b"I"
+                replies.append(complete("COMMIT"))
+            elif self.status == b"E" and not statement.startswith("rollback to"):
+                replies.append(protocol.error_response("25P02", "aborted"))
+                break
+            elif statement.startswith("rollback to"):
+                self.status = b"T"
+                replies.append(complete("ROLLBACK"))
+            elif statement.startswith("select 1/0") or "conflict" in statement:
+                code = "55P03" if "conflict" in statement else "22012"
+                replies.append(protocol.error_response(code, "x"))
+                if self.status == b"T":
+                    self.status = b"E"
+                break
+            else:
+                replies.append(complete("INSERT 0 4" if statement.startswith("insert") else "SET"))
+        return [*replies, ready(self.status)]
+
+
+_queries = st.sampled_from(
+    [
+        "select 1",
+        "begin",
+        "commit",
+        "rollback",
+        "insert into t select 1",
+        "update t set conflict = 1",
+        "begin; insert into t select 1; commit",
+        "insert into t select 1; insert into t select 2",
+        "create table a (x int)",
+        "truncate t",
+        "savepoint s",
+        "create index async i on t (x)",
+        "prepare p as insert into t select 1",
+        "execute p",
+    ]
+)
+_sequences = st.sampled_from(
+    [
+        [parse(b"", b"update t set v = $1"), bind(b""), msg(b"E"), msg(b"S")],
+        [parse(b"", b"select 1"), bind(b""), msg(b"E"), msg(b"S")],
+        [parse(b"", b"truncate t"), bind(b""), msg(b"E"), msg(b"S")],
+        [parse(b"", b"create table c (x int)"), msg(b"S")],
+    ]
+)
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.one_of(st.builds(lambda q: [Q(q)], _queries), _sequences), max_size=12),
+    st.booleans(),
+)
+def test_every_client_cycle_gets_one_ready_for_query(cycles, pipelined):
+    h = Harness(transaction_rows=10)
+    h.relay.occ_conflict_rate = 0.2
+    pg = FakePostgres()
+    expected = 0
+    received = b""
+
+    def pump() -> bytes:
+        out = b""
+        for _ in range(200):
+            sent = h.client()
+            if not sent:
+                return out
+            out += h.upstream(*pg.answer(sent))
+        raise AssertionError("the relay never settles")
+
+    for cycle in cycles:
+        expected += 1
+        for message in cycle:
+            h.relay.from_client(message)
+        if not pipelined:
+            received += pump()
+    received += pump()
+    framer = protocol.MessageFramer(1 << 20)
+    readies = [m for m in framer.feed(received) if m[:1] == b"Z"]
+    assert len(readies) == expected
+    assert not h.relay.holding
+    assert not h.relay.cycles

@@ -22,6 +22,7 @@ __all__ = [
     "access_denied",
 ]
 
+_MARIADB_MIN_CONNECTIONS = 10
 #: ER_ACCESS_DENIED_ERROR: every refused login (bad token, no TLS, throttled), as RDS does.
 ACCESS_DENIED = 1045
 #: ER_HANDSHAKE_ERROR: a malformed login packet.
@@ -51,7 +52,8 @@ class MySQLLimits:
         A login with a token already accepted in the last 15 minutes is not counted: RDS
         throttles token verification, not reuse.
     :ivar max_connections: MariaDB's ``max_connections``, 151 by default (MySQL's default;
-        RDS derives it from the instance's memory); more logins get 1040.
+        RDS derives it from the instance's memory); more logins get 1040. At least 10,
+        MariaDB's minimum.
     :ivar login_timeout: seconds a client has from connecting to finishing login, 10.
     """
 
@@ -66,6 +68,12 @@ class MySQLLimits:
             value = getattr(self, field.name)
             if value is not None and not value > 0:
                 raise ConfigurationError(f"{field.name}={value!r} must be greater than 0")
+        if self.max_connections < _MARIADB_MIN_CONNECTIONS:
+            # MariaDB would silently raise it to its minimum.
+            raise ConfigurationError(
+                f"max_connections={self.max_connections!r} must be at least "
+                f"{_MARIADB_MIN_CONNECTIONS} (MariaDB's minimum)"
+            )
         if not float(self.wait_timeout).is_integer():
             raise ConfigurationError(
                 f"wait_timeout={self.wait_timeout!r} must be whole seconds (MariaDB's unit)"

@@ -5,7 +5,9 @@ login reads blocking under one deadline (``login_timeout``) covering the TLS han
 every login packet; a slow or malformed client holds and loses only its own connection. A
 login goes:
 
-1. greeting (``mysql_native_password`` by default, as RDS's);
+1. a connection to MariaDB, whose thread id the greeting carries (so ``CONNECTION_ID()``, the
+   driver's thread id and ``KILL`` agree); the greeting offers ``mysql_native_password``, as
+   RDS's does;
 2. the client's ``SSLRequest`` and the TLS handshake; a client that answers in plaintext is
    refused with 1045 before it is asked for its password, so the token never crosses the
    wire unencrypted;
@@ -13,8 +15,8 @@ login goes:
    mysql-connector does with ``auth_plugin="mysql_clear_password"``), an
    ``AuthSwitchRequest`` asks for the password in clear (inside TLS), as RDS's IAM plugin does;
 4. the IAM connect ceiling, then the token check; refusals are MySQL's 1045;
-5. a login to MariaDB as the same user on its Unix socket; its OK (or its ERR) goes back to
-   the client, renumbered.
+5. the login to MariaDB as the same user; its OK (or its ERR) goes back to the client,
+   renumbered.
 
 After login the bytes are relayed unchanged in both directions with non-blocking sockets and
 poll; :class:`~warmdb.emulator.mysql.packets.CommandTracker` only watches whose turn it is,
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import logging
 import os
 import select
@@ -39,13 +40,12 @@ from warmdb.emulator.limits import TokenBucket
 from warmdb.emulator.mysql import limits as limits_module
 from warmdb.emulator.mysql import packets, upstream
 from warmdb.emulator.mysql.limits import MySQLLimits, MySQLStats
-from warmdb.emulator.mysql.packets import HandshakeResponse, ProtocolError
+from warmdb.emulator.mysql.packets import Greeting, HandshakeResponse, PacketFramer, ProtocolError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from warmdb.emulator.mysql.packets import Greeting
     from warmdb.emulator.token_check import TokenVerifier
 
 __all__ = ["MySQLServer"]
@@ -139,7 +139,6 @@ class MySQLServer:
         rate = limits.iam_connect_rate
         self._bucket = TokenBucket(rate, max(1, int(rate)), clock)
         self._reused = _ReusedTokens(limits.reuse_window, clock)
-        self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._sessions: set[_Session] = set()
         self._closing = threading.Event()
@@ -184,7 +183,7 @@ class MySQLServer:
                 logger.warning("accept failed: %s", exc)
                 time.sleep(0.05)
                 continue
-            session = _Session(self, sock, peer, next(self._ids))
+            session = _Session(self, sock, peer)
             with self._lock:
                 self._sessions.add(session)
             session.thread.start()
@@ -210,7 +209,7 @@ class MySQLServer:
 class _Session:
     """One client connection: login, then relay until either side closes."""
 
-    def __init__(self, server: MySQLServer, sock: socket.socket, peer: object, number: int) -> None:
+    def __init__(self, server: MySQLServer, sock: socket.socket, peer: object) -> None:
         self.server = server
         self.stats = server.stats
         self.limits = server.limits
@@ -219,7 +218,6 @@ class _Session:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.peer = peer
         self.peer_host = str(peer[0]) if isinstance(peer, tuple) else "localhost"
-        self.number = number
         self._fd = sock.fileno()
         self._fd_lock = threading.Lock()
         self._is_closed = False
@@ -324,12 +322,15 @@ class _Session:
 
     def _run(self) -> None:
         deadline = time.monotonic() + self.limits.login_timeout
+        # MariaDB's connection first: its thread id goes into our greeting, so that the
+        # driver's thread id, CONNECTION_ID() and KILL agree, as on a real server.
+        upstream_greeting = self._open_upstream(deadline)
         greeting = packets.Greeting(
-            server_version=self.server.upstream_greeting.server_version,
-            connection_id=self.number,
+            server_version=upstream_greeting.server_version,
+            connection_id=upstream_greeting.connection_id,
             scramble=_scramble(),
             capabilities=self.server.capabilities,
-            charset=self.server.upstream_greeting.charset,
+            charset=upstream_greeting.charset,
             status=_STATUS_AUTOCOMMIT,
             auth_plugin=packets.NATIVE_PASSWORD,
         )
@@ -356,7 +357,7 @@ class _Session:
         if reason is not None:
             self._refuse("auth", response.user, has_password=bool(token), detail=reason)
         self.server.accepted(token)
-        self._login_upstream(response, deadline)
+        self._login_upstream(upstream_greeting, response, deadline)
         self.stats.add("accepted")
         self._relay()
 
@@ -366,13 +367,40 @@ class _Session:
         self._send(packets.auth_switch_request(packets.CLEAR_PASSWORD))
         return packets.clear_password(self._read(deadline))
 
-    def _login_upstream(self, response: HandshakeResponse, deadline: float) -> None:
+    def _open_upstream(self, deadline: float) -> Greeting:
         try:
             self.upstream = upstream.connect(
                 self.server.upstream_path, max(0.001, deadline - time.monotonic())
             )
-            _, reply = upstream.login(
+            first = upstream.read_packet(self.upstream, PacketFramer(packets.MAX_PAYLOAD))
+        except (OSError, EOFError, ProtocolError) as exc:
+            # The client sees its connection end before any greeting, as behind a proxy
+            # whose database is down.
+            logger.error("cannot reach the upstream server: %s", exc)
+            self.stats.reject("upstream")
+            raise _Refused from None
+        if packets.is_err(first.payload):
+            # Refused before any login (1040 too many connections): MariaDB's own words.
+            self.stats.reject("upstream")
+            with contextlib.suppress(OSError):
+                self.client.sendall(packets.encode_packet(0, first.payload))
+            raise _Refused
+        try:
+            return packets.parse_greeting(first.payload)
+        except ProtocolError as exc:
+            logger.error("unexpected greeting from the upstream server: %s", exc)
+            self.stats.reject("upstream")
+            raise _Refused from None
+
+    def _login_upstream(
+        self, greeting: Greeting, response: HandshakeResponse, deadline: float
+    ) -> None:
+        assert self.upstream is not None
+        try:
+            self.upstream.settimeout(max(0.001, deadline - time.monotonic()))
+            reply = upstream.login(
                 self.upstream,
+                greeting,
                 user=response.user,
                 capabilities=response.capabilities,
                 charset=response.charset,
@@ -383,7 +411,6 @@ class _Session:
         except (OSError, EOFError, ProtocolError) as exc:
             logger.error("cannot log in to the upstream server: %s", exc)
             self.stats.reject("upstream")
-            self._send_error(2013, "HY000", "Lost connection to MySQL server during query")
             raise _Refused from None
         if packets.is_ok(reply.payload):
             # No cap of our own: MariaDB's max_connections refuses the excess (1040).

@@ -15,7 +15,7 @@ from warmdb.emulator.mysql import packets
 from warmdb.emulator.mysql.packets import Greeting, Packet, PacketFramer, ProtocolError
 from warmdb.errors import WarmdbError
 
-__all__ = ["UpstreamError", "connect", "login", "read_packet", "run_sql"]
+__all__ = ["UpstreamError", "connect", "greet", "login", "probe", "read_packet", "run_sql"]
 
 # Upstream packets are trusted: the protocol's own ceiling for one packet.
 _MAX_PACKET = packets.MAX_PAYLOAD
@@ -57,8 +57,18 @@ def read_packet(sock: socket.socket, framer: PacketFramer) -> Packet:
             return found[0]
 
 
+def greet(sock: socket.socket) -> Greeting:
+    """Read the greeting of a fresh connection.
+
+    :raises ProtocolError: the server refused the connection instead (an ERR packet, such as
+        1040 too many connections), or sent something else.
+    """
+    return packets.parse_greeting(read_packet(sock, PacketFramer(_MAX_PACKET)).payload)
+
+
 def login(
     sock: socket.socket,
+    greeting: Greeting,
     *,
     user: str,
     capabilities: int,
@@ -66,16 +76,14 @@ def login(
     max_packet: int = 1 << 24,
     database: str | None = None,
     attributes: bytes = b"",
-) -> tuple[Greeting, Packet]:
-    """Log in as *user* on a fresh connection; return the greeting and the server's reply.
+) -> Packet:
+    """Log in as *user* on a connection whose *greeting* was read; return the server's reply.
 
     The reply is an OK packet (logged in), an ERR packet (refused: unknown user, too many
     connections...) or an auth switch (the user has a password or another plugin), left for
     the caller to judge. Capabilities the server lacks are dropped, and TLS and compression
     are never asked for on the socket.
     """
-    framer = PacketFramer(_MAX_PACKET)
-    greeting = packets.parse_greeting(read_packet(sock, framer).payload)
     caps = capabilities & greeting.capabilities & ~(packets.CLIENT_SSL | packets.CLIENT_COMPRESS)
     response = packets.handshake_response(
         capabilities=caps,
@@ -86,13 +94,13 @@ def login(
         attributes=attributes,
     )
     sock.sendall(packets.encode_packet(1, response))
-    return greeting, read_packet(sock, framer)
+    return read_packet(sock, PacketFramer(_MAX_PACKET))
 
 
 def probe(path: str, timeout: float = 10.0) -> Greeting:
     """The upstream's greeting (its version and capabilities), without logging in."""
     with contextlib.closing(connect(path, timeout)) as sock:
-        return packets.parse_greeting(read_packet(sock, PacketFramer(_MAX_PACKET)).payload)
+        return greet(sock)
 
 
 def run_sql(path: str, user: str, statements: list[str], timeout: float = 30.0) -> None:
@@ -104,7 +112,7 @@ def run_sql(path: str, user: str, statements: list[str], timeout: float = 30.0) 
         caps = packets.RELAYABLE & ~(
             packets.CLIENT_CONNECT_ATTRS | packets.CLIENT_DEPRECATE_EOF | packets.CLIENT_INTERACTIVE
         )
-        _, reply = login(sock, user=user, capabilities=caps)
+        reply = login(sock, greet(sock), user=user, capabilities=caps)
         _check(reply, f"login as {user}")
         framer = PacketFramer(_MAX_PACKET)
         for statement in statements:

@@ -149,3 +149,35 @@ def test_created_user_logs_in_and_database_is_passed(mysql_emulator):
             assert session.query("SELECT CURRENT_USER(), DATABASE()") == [("app@localhost", "shop")]
         finally:
             session.close()
+
+
+@pytest.mark.parametrize("driver", ["pymysql", "mysql_connector"])
+def test_drivers_thread_id_is_mariadbs_connection_id(mysql_emulator, driver):
+    """What a driver's KILL QUERY would use must name its own MariaDB session."""
+    session = connect(driver, mysql_emulator, signed(mysql_emulator))
+    try:
+        conn = session.conn
+        thread_id = conn.thread_id() if driver == "pymysql" else conn.connection_id
+        assert session.query("SELECT CONNECTION_ID()") == [(thread_id,)]
+    finally:
+        session.close()
+
+
+def test_too_many_connections_is_mariadbs_1040():
+    from tests.integration.emulator.mysql.conftest import emulator
+
+    with emulator(max_connections=10) as rds:
+        admin = connect("pymysql", rds, signed(rds))
+        admin.query("CREATE USER 'app'@'localhost'")
+        sessions = [admin]
+        try:
+            token = signed(rds, "app")
+            sessions += [connect("pymysql", rds, token, user="app") for _ in range(9)]
+            number, message = refusal("pymysql", rds, signed(rds, "app"), user="app")
+            assert (number, message) == (1040, "Too many connections")
+            assert rds.stats.rejected == {"upstream": 1}
+        finally:
+            for session in sessions:
+                session.close()
+        # Room again once one leaves.
+        connect("pymysql", rds, signed(rds, "app"), user="app").close()

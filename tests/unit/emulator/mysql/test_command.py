@@ -73,6 +73,8 @@ def test_inconsistent_options(monkeypatch):
         build(monkeypatch, "--credentials", "env")
     with pytest.raises(ConfigurationError, match="max_connections=0"):
         build(monkeypatch, "--max-connections", "0")
+    with pytest.raises(ConfigurationError, match="max_connections=9 must be at least 10"):
+        build(monkeypatch, "--max-connections", "9")
 
 
 @pytest.mark.parametrize("argv", [["--idle-client-timeout", "0"], ["--iam-connect-rate", "-1"]])

@@ -156,16 +156,6 @@ def build(args: argparse.Namespace) -> Sidecar:
     if not args.host:
         raise ConfigurationError("--host is required (or WARMDB_SIDECAR_HOST)")
     listen_host, listen_port = _listen(args.listen)
-    try:
-        numbers = {
-            "port": None if args.port is None else int(args.port),
-            "pool_size": int(args.pool_size),
-            "token_duration": None if args.token_duration is None else int(args.token_duration),
-            "time_scale": float(args.time_scale),
-            "shutdown_timeout": float(args.shutdown_timeout),
-        }
-    except ValueError as exc:
-        raise ConfigurationError(f"a numeric option is malformed: {exc}") from None
     return Sidecar(
         host=args.host,
         region=args.region,
@@ -181,7 +171,12 @@ def build(args: argparse.Namespace) -> Sidecar:
         pgbouncer=args.pgbouncer,
         state_path=args.state_file,
         settings=_settings(args.settings),
-        **numbers,  # type: ignore[arg-type]
+        # argparse applies each option's type to a default read from the environment too.
+        port=args.port,
+        pool_size=args.pool_size,
+        token_duration=args.token_duration,
+        time_scale=args.time_scale,
+        shutdown_timeout=args.shutdown_timeout,
     )
 
 

@@ -44,9 +44,6 @@ def connect(path: str, timeout: float) -> socket.socket:
 def read_packet(sock: socket.socket, framer: PacketFramer) -> Packet:
     """Read one packet (the login phase is strictly one packet at a time)."""
     while True:
-        found = framer.feed(b"")
-        if found:
-            return found[0]
         data = sock.recv(65536)
         if not data:
             raise EOFError("the upstream server closed the connection")

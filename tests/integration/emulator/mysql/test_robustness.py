@@ -127,3 +127,22 @@ def test_many_clients_at_once(mysql_emulator):
         for session in sessions:
             session.close()
     assert mysql_emulator.stats.peak >= 20
+
+
+def test_stop_drops_open_sessions_and_cleans_up():
+    from pathlib import Path
+
+    from tests.integration.emulator.mysql.conftest import emulator
+
+    with emulator() as rds:
+        session = connect("pymysql", rds, signed(rds))
+        workdir = Path(rds.ca_path).parent.parent
+        upstream_dir = Path(rds.upstream.socket_path).parent
+    try:
+        with pytest.raises(Exception) as info:  # noqa: PT011 - the driver's own class
+            session.query("SELECT 1")
+        assert info.value.args[0] in (2006, 2013)
+    finally:
+        session.close()
+    assert not workdir.exists()
+    assert not upstream_dir.exists()

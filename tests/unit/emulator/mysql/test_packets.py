@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import struct
 
@@ -336,3 +337,18 @@ def test_tracker_notes_the_clients_goodbye():
     assert not tracker.has_quit
     tracker.from_client(packets.encode_packet(0, b"\x01"))
     assert tracker.has_quit
+
+
+@given(st.binary(max_size=200))
+def test_any_bytes_parse_or_raise_protocol_error(data):
+    """A hostile client can make parsing fail only in the one way the server handles."""
+    for parse in (packets.parse_handshake_response, packets.parse_greeting, packets.parse_err):
+        with contextlib.suppress(ProtocolError):
+            parse(data)
+
+
+@given(st.binary(min_size=32, max_size=200), st.integers(0, 2**32 - 1))
+def test_any_handshake_tail_parses_or_raises_protocol_error(tail, caps):
+    payload = struct.pack("<IIB", caps | packets.CLIENT_PROTOCOL_41, 1 << 24, 33) + bytes(23)
+    with contextlib.suppress(ProtocolError):
+        packets.parse_handshake_response(payload + tail)

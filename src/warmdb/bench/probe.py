@@ -99,7 +99,7 @@ def probe(
     """
     from warmdb.bench.server import environment, open_server
 
-    server = open_server(kwargs, temporary_credentials=True)
+    server = open_server(kwargs)
     rounds: list[dict[str, Any]] = []
     try:
         with environment(server.environment):

@@ -99,7 +99,7 @@ def _progress(options: RunOptions, total: int) -> Progress:
 def _run_matrix(options: RunOptions) -> RunResult:
     from warmdb.bench.matrix import MatrixOptions, run_variant
 
-    server = open_server(options.kwargs, temporary_credentials=True)
+    server = open_server(options.kwargs)
     try:
         with environment(server.environment):
             static = _static_password(options, server)
@@ -183,7 +183,8 @@ def _run_concurrency(options: RunOptions) -> RunResult:
     emulator_options: dict[str, Any] = {"temporary_credentials": True}
     if sidecar_ok:
         emulator_options["hostname"] = "localhost"
-    server = open_server(options.kwargs, **emulator_options)
+    # In process: the workload counts connections from the emulator's live statistics.
+    server = open_server(options.kwargs, in_process=True, **emulator_options)
     workload = Workload(
         concurrency=options.concurrency,
         requests=options.requests,

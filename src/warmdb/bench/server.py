@@ -1,9 +1,13 @@
 """What ``warmdb bench`` and ``warmdb probe`` run against: the embedded emulator or a host.
 
 With no ``--host``, :func:`open_server` starts the DSQL emulator (:mod:`warmdb.emulator`: TLS,
-IAM tokens checked, DSQL's limits) and puts its credentials in the process environment for
-the run, as Lambda does: ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` /
-``AWS_SESSION_TOKEN`` (temporary credentials, so tokens are as long as on Lambda).
+IAM tokens checked, DSQL's limits). For timings it runs in a process of its own
+(``warmdb emulate --json``, :class:`EmulatorProcess`): in this process its relay threads would
+compete with the client under test for the interpreter lock and slow every Python-heavy
+connect path. The concurrency mode keeps it in process, for its live connection count. Its
+credentials go into the process environment for the run, as Lambda does:
+``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN`` (temporary
+credentials, so tokens are as long as on Lambda).
 warmdb connects to ``127.0.0.1`` with ``auth="dsql"`` and ``sslmode=require``.
 
 The baselines log in as they would in real life:
@@ -18,7 +22,9 @@ The baselines log in as they would in real life:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -55,6 +61,7 @@ class BenchServer:
     aurora_host: str | None = None
     aurora_hostaddr: str | None = None
     emulator: Emulator | None = None
+    process: EmulatorProcess | None = None
     notes: list[str] = field(default_factory=list)
 
     def aurora_kwargs(self, *, has_hostaddr: bool) -> tuple[dict[str, Any] | None, str]:
@@ -94,6 +101,9 @@ class BenchServer:
         emulator, self.emulator = self.emulator, None
         if emulator is not None:
             emulator.stop()
+        process, self.process = self.process, None
+        if process is not None:
+            process.stop()
 
 
 def embedded(emulator: Emulator) -> BenchServer:
@@ -132,13 +142,127 @@ def remote(kwargs: Mapping[str, Any]) -> BenchServer:
     return BenchServer(description=where, kwargs=dict(kwargs), aurora_host=host)
 
 
-def open_server(kwargs: Mapping[str, Any] | None, **emulator_options: Any) -> BenchServer:
-    """The server of a run: *kwargs* (warmdb's, with ``host``) or a new embedded emulator."""
+def open_server(
+    kwargs: Mapping[str, Any] | None, *, in_process: bool = False, **emulator_options: Any
+) -> BenchServer:
+    """The server of a run: *kwargs* (warmdb's, with ``host``) or a new embedded emulator.
+
+    :param in_process: run the emulator in this process (its statistics are then live);
+        otherwise in a child process, with temporary credentials.
+    :param emulator_options: :class:`~warmdb.emulator.service.Emulator` options, in process.
+    """
     if kwargs:
         return remote(kwargs)
-    from warmdb.emulator.service import serve
+    if in_process:
+        from warmdb.emulator.service import serve
 
-    return embedded(serve(**emulator_options))
+        return embedded(serve(**emulator_options))
+    process = EmulatorProcess().start()
+    info = process.info
+    return BenchServer(
+        description=f"embedded DSQL emulator on 127.0.0.1:{info['port']} (TLS, IAM tokens; "
+        "own process)",
+        kwargs={
+            "host": "127.0.0.1",
+            "port": info["port"],
+            "auth": "dsql",
+            "region": info["region"],
+            "user": "admin",
+            "dbname": "postgres",
+            "sslmode": "require",
+        },
+        environment=process.environment(),
+        aurora_host=str(info["hostname"]),
+        aurora_hostaddr="127.0.0.1",
+        process=process,
+    )
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the parent dies (Linux prctl)."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+class EmulatorProcess:
+    """``warmdb emulate --json --session-token`` in a child process.
+
+    The child's first line on stdout describes the endpoint, credentials included (read
+    through a pipe, written nowhere); SIGTERM stops it and it prints its statistics. It gets
+    SIGTERM too when this process dies.
+
+    :param startup_timeout: seconds the emulator has to start.
+    """
+
+    def __init__(self, *, startup_timeout: float = 60.0) -> None:
+        self.startup_timeout = startup_timeout
+        self.info: dict[str, Any] = {}
+        self.final_stats: dict[str, Any] | None = None
+        self._process: subprocess.Popen[str] | None = None
+
+    def start(self) -> EmulatorProcess:
+        """Start the child; return once it accepts connections.
+
+        :raises ConfigurationError: it did not start (the message is its last error line).
+        """
+        import select
+        import sys
+        import tempfile
+
+        from warmdb.errors import ConfigurationError
+
+        command = [sys.executable, "-m", "warmdb", "emulate", "--json", "--session-token"]
+        with tempfile.TemporaryFile(mode="w+") as errors:
+            self._process = subprocess.Popen(
+                [*command, "--log-level", "warning"],
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                text=True,
+                preexec_fn=_die_with_parent,
+            )
+            assert self._process.stdout is not None
+            ready, _, _ = select.select([self._process.stdout], [], [], self.startup_timeout)
+            line = self._process.stdout.readline() if ready else ""
+            if not line:
+                self.stop()
+                errors.seek(0)
+                lines = errors.read().strip().splitlines()
+                why = lines[-1] if lines else f"no answer in {self.startup_timeout:g} s"
+                raise ConfigurationError(f"the embedded emulator did not start: {why}")
+        self.info = json.loads(line)
+        return self
+
+    def environment(self) -> dict[str, str]:
+        """The AWS variables that sign tokens it accepts."""
+        variables = {
+            "AWS_ACCESS_KEY_ID": str(self.info["access_key_id"]),
+            "AWS_SECRET_ACCESS_KEY": str(self.info["secret_access_key"]),
+        }
+        if self.info.get("session_token"):
+            variables["AWS_SESSION_TOKEN"] = str(self.info["session_token"])
+        return variables
+
+    def stop(self) -> None:
+        """Stop the child and keep its final statistics in :attr:`final_stats`."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+        try:
+            out, _ = process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, _ = process.communicate()
+        for line in (out or "").splitlines():
+            with contextlib.suppress(ValueError):
+                data = json.loads(line)
+                if isinstance(data, dict) and "stats" in data:
+                    self.final_stats = data["stats"]
 
 
 class environment:

@@ -9,6 +9,7 @@ public functions in the driver module, found by their documented names.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 from dataclasses import dataclass
 
@@ -99,9 +100,11 @@ class Variant:
 
 
 def all_variants() -> list[Variant]:
-    """Every variant of the installed drivers, in registry order."""
+    """Every variant of the installed drivers that warmdb has a module for, in registry order."""
     variants = []
     for entry in installed_drivers():
+        if importlib.util.find_spec(entry.module) is None:
+            continue  # registered ahead of its module (a driver being added)
         both = entry.sync is not None and entry.async_ is not None
         if entry.sync is not None:
             variants.append(Variant(entry.name, entry, is_async=False))

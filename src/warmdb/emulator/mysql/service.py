@@ -179,6 +179,7 @@ class MySQLEmulator:
         mariadb, self._mariadb = self._mariadb, None
         if mariadb is not None:
             mariadb.stop()
+        self._ca_path = None
         workdir, self._workdir = self._workdir, None
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import collections
 import logging
 import random
+import threading
 import time
 import weakref
 
@@ -103,6 +104,7 @@ _Q, _S, _X, _Z, _C, _G, _E, _P, _B, _H = (ord(c) for c in "QSXZCGEPBH")
 
 # One SchemaLog per server: relays built without one share their Stats' (one per server).
 _SCHEMA_LOGS: weakref.WeakKeyDictionary[Stats, SchemaLog] = weakref.WeakKeyDictionary()
+_SCHEMA_LOGS_LOCK = threading.Lock()
 
 
 def _complete(tag: bytes) -> bytes:
@@ -190,7 +192,8 @@ class Relay:
         self.rng = rng or random.Random()  # noqa: S311 - simulated conflicts, not secrets
         self.clock = clock
         if schema_log is None:
-            schema_log = _SCHEMA_LOGS.setdefault(stats, SchemaLog())
+            with _SCHEMA_LOGS_LOCK:
+                schema_log = _SCHEMA_LOGS.setdefault(stats, SchemaLog())
         self.schema_log = schema_log
         self.to_client = bytearray()
         self.to_upstream = bytearray()
@@ -207,6 +210,8 @@ class Relay:
         # upstream to catch up before judging one.
         self.holding = False
         self.held: list[bytes] = []
+        #: Bytes of :attr:`held`: what the client sent that is neither sent nor refused.
+        self.held_bytes = 0
         # The statements of the client Query being run one at a time; ``None`` when no
         # relay-driven cycle is in progress.
         self.script: collections.deque[sql_rules.Statement] | None = None
@@ -247,6 +252,7 @@ class Relay:
         kind = message[0]
         if self.holding and not (self.copy_in and kind in _COPY_TYPES):
             self.held.append(message)
+            self.held_bytes += len(message)
             return
         if self.rejecting:
             # Skipping the rest of a refused extended-protocol sequence.
@@ -308,6 +314,7 @@ class Relay:
         """Wait for the upstream to catch up before judging *message*."""
         self.holding = True
         self.held.append(message)
+        self.held_bytes += len(message)
 
     def _statement(self, kind: int, message: bytes) -> sql_rules.Statement:
         """What a Parse or Bind message runs (remembering what a Parse prepares)."""
@@ -809,8 +816,11 @@ class Relay:
             self.to_client += protocol.ready_for_query(self.status)
         self.holding = False
         held, self.held = self.held, []
+        self.held_bytes = 0
         for index, message in enumerate(held):
             self.from_client(message)
             if self.holding:
-                self.held.extend(held[index + 1 :])
+                rest = held[index + 1 :]
+                self.held.extend(rest)
+                self.held_bytes += sum(map(len, rest))
                 return

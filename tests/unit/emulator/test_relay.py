@@ -225,8 +225,10 @@ def test_client_messages_wait_while_a_write_is_wrapped():
     h.upstream(complete("DELETE 0"), ready(b"T"))
     assert h.client() == COMMIT
     # Once committed, the held query goes.
+    assert h.relay.held_bytes == len(Q("select 1"))
     assert h.upstream(complete("COMMIT"), ready(b"I")) == ready(b"I")
     assert h.client() == Q("select 1")
+    assert h.relay.held_bytes == 0
 
 
 @pytest.mark.parametrize(

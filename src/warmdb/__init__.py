@@ -12,10 +12,16 @@ from __future__ import annotations
 
 from warmdb.errors import (
     AuthenticationError,
+    BatchWriteError,
     ConfigurationError,
+    ConflictError,
     ConnectError,
     CredentialsError,
+    PoolClosed,
+    PoolError,
     PoolTimeout,
+    TransactionError,
+    UsageError,
     WarmdbError,
 )
 from warmdb.governor import limit_connect_rate
@@ -23,11 +29,17 @@ from warmdb.policy import Policy
 
 __all__ = [
     "AuthenticationError",
+    "BatchWriteError",
     "ConfigurationError",
+    "ConflictError",
     "ConnectError",
     "CredentialsError",
     "Policy",
+    "PoolClosed",
+    "PoolError",
     "PoolTimeout",
+    "TransactionError",
+    "UsageError",
     "WarmdbError",
     "__version__",
     "generate_token",

@@ -17,6 +17,7 @@ each failure is :class:`Attempts`, written once for both.
 
 from __future__ import annotations
 
+import os
 import time
 
 from warmdb import events
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
     from typing import Any, NoReturn
 
     from warmdb.auth.credentials import Credentials
-    from warmdb.drivers import Adapter, AsyncAdapter, SyncAdapter
     from warmdb.endpoint import Endpoint
 
 __all__ = [
@@ -59,7 +59,8 @@ class ConnectPlan:
 
     :param dsn: the caller's DSN, if any.
     :param kwargs: the caller's keyword arguments (warmdb's and the driver's).
-    :param adapter: the driver's adapter.
+    :param adapter: the driver's :class:`warmdb.drivers.Adapter` (typed loosely here:
+        :mod:`warmdb.drivers` builds on this module's plans, not the other way round).
     :param custom_credentials_provider: a botocore ``CredentialProvider`` tried first.
     :param policy: how connections live and connects are retried; the preset for the
         endpoint's auth mode (:func:`warmdb.policy.policy_for`) by default.
@@ -74,23 +75,34 @@ class ConnectPlan:
         "driver_kwargs",
         "endpoint",
         "policy",
+        "via_sidecar",
     )
 
     adapter: Any
     endpoint: Endpoint
     driver_kwargs: dict[str, object]
     policy: Policy
+    #: whether ``WARMDB_SIDECAR`` redirected the plan to a sidecar
+    via_sidecar: bool
 
     def __init__(
         self,
         dsn: str | None,
         kwargs: Mapping[str, object],
         *,
-        adapter: Adapter,
+        adapter: Any,
         custom_credentials_provider: object | None = None,
         policy: Policy | None = None,
     ) -> None:
         family = FAMILIES[adapter.family]
+        sidecar = os.environ.get("WARMDB_SIDECAR") if family.supports_dsql else None
+        if sidecar:
+            from warmdb.sidecar.client import through_sidecar
+
+            # The sidecar holds the endpoint and signs the tokens (docs/sidecar.md).
+            dsn, kwargs = None, through_sidecar(sidecar, kwargs, adapter)
+            custom_credentials_provider = None
+        self.via_sidecar = bool(sidecar)
         endpoint, password, driver_kwargs = resolve(dsn, kwargs, family=family)
         unknown = sorted(set(driver_kwargs) - adapter.driver_keys)
         if unknown:
@@ -368,7 +380,7 @@ def open_connection(
     :raises ConnectError: the last attempt's error, when the policy gives up.
     :raises CredentialsError: no password could be had.
     """
-    adapter: SyncAdapter = plan.adapter
+    adapter = plan.adapter
     attempts = Attempts(plan, clock())
     while True:
         governor = current_governor()
@@ -395,7 +407,7 @@ async def open_connection_async(
     """:func:`open_connection` for an async adapter; waits are ``asyncio.sleep``."""
     import asyncio
 
-    adapter: AsyncAdapter = plan.adapter
+    adapter = plan.adapter
     attempts = Attempts(plan, clock())
     while True:
         governor = current_governor()

@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LIBPQ_KEYS",
-    "dsql_engine_defaults",
     "classify_postgres",
+    "dsql_engine_defaults",
     "libpq_params",
     "sqlstate_from_message",
 ]
@@ -203,6 +203,9 @@ def dsql_engine_defaults(plan: ConnectPlan) -> dict[str, object]:
 
     At its first connect the dialect looks up the hstore extension's type inside a
     transaction, which psycopg does under a SAVEPOINT; DSQL has neither extensions nor
-    savepoints (as aurora-dsql-sqlalchemy, it is switched off).
+    savepoints (as aurora-dsql-sqlalchemy, it is switched off). Through a sidecar the server
+    behind it may be DSQL, so it is switched off there too.
     """
-    return {"use_native_hstore": False} if plan.endpoint.auth == "dsql" else {}
+    if plan.endpoint.auth == "dsql" or plan.via_sidecar:
+        return {"use_native_hstore": False}
+    return {}

@@ -120,6 +120,10 @@ class AsyncpgAdapter(AsyncAdapter):
             params["ssl"] = _ssl_argument(endpoint.sslmode, endpoint.sslrootcert)
         return params
 
+    def transaction_pooling_defaults(self) -> dict[str, Any]:
+        # asyncpg prepares every statement and caches it per connection.
+        return {"statement_cache_size": 0}
+
     async def connect_raw(self, params: dict[str, Any]) -> asyncpg.Connection:
         return await asyncpg.connect(**params)
 

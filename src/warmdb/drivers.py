@@ -166,6 +166,12 @@ class Adapter:
         """Whether *exc*, raised while *conn* was in use, left it unusable."""
         return self.is_closed(conn) or self.classify(exc).broken
 
+    def transaction_pooling_defaults(self) -> dict[str, Any]:
+        """Driver arguments for a connection through a transaction-mode pooler (PgBouncer)
+        that cannot keep protocol-level prepared statements: server-side prepared statements
+        off. The caller's own arguments win."""
+        return {}
+
     def engine_defaults(self, plan: ConnectPlan) -> dict[str, Any]:
         """SQLAlchemy engine options this driver's dialect needs for *plan*'s endpoint (the
         caller's own options win)."""

@@ -76,6 +76,10 @@ class _PsycopgKnowledge:
     def engine_defaults(self, plan: ConnectPlan) -> dict[str, Any]:
         return dsql_engine_defaults(plan)
 
+    def transaction_pooling_defaults(self) -> dict[str, Any]:
+        # psycopg prepares a statement run often enough (prepare_threshold, default 5).
+        return {"prepare_threshold": None}
+
     def connect_params(self, plan: ConnectPlan, password: str | None) -> dict[str, Any]:
         return libpq_params(plan, password, psycopg.pq.version())
 

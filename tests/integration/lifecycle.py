@@ -37,11 +37,15 @@ def scaled_dsql():
 
 
 def warmdb_kwargs(dsql: Emulator, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
-    """warmdb connect arguments for *dsql* (verified TLS), with its credentials in the env."""
+    """warmdb connect arguments for *dsql* (verified TLS), with its credentials in the env.
+
+    The host is a name, not an address: TLS sends the server name (SNI) only for a name, and
+    DSQL, like the emulator, refuses a connection without it.
+    """
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", dsql.credentials.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", dsql.credentials.secret_key)
     return {
-        "host": "127.0.0.1",
+        "host": "localhost",
         "port": dsql.port,
         "auth": "dsql",
         "region": dsql.region,

@@ -216,3 +216,70 @@ def test_min_size_opened_under_the_governor(kind, scaled_dsql, scaled_dsql_kwarg
     # their connections concurrently (psycopg_pool's workers, asyncpg's gather).
     for index, at in enumerate(times):
         assert at - times[0] >= index / rate - 0.05, times
+
+
+@pytest.mark.parametrize("kind", ["psycopg", "psycopg-async"])
+def test_connections_psycopg_pool_closes_itself_are_reported(kind, scaled_dsql, scaled_dsql_kwargs):
+    """Regression: psycopg_pool shrinks idle connections above min_size on its own, and no
+    RecycleEvent was sent for them."""
+    policy = SCALED_POLICY.replace(max_idle=0.3, max_lifetime=None)
+    kwargs = {**scaled_dsql_kwargs, "policy": policy, "min_size": 1, "max_size": 2}
+
+    async def main(recorder: Recorder) -> None:
+        async with PoolFace(kind, kwargs) as face:
+            pool = face.pool
+            if kind == "psycopg":
+                first, second = pool.getconn(), pool.getconn()
+                pool.putconn(first)
+                pool.putconn(second)
+            else:
+                first, second = await pool.getconn(), await pool.getconn()
+                await pool.putconn(first)
+                await pool.putconn(second)
+            deadline = time.monotonic() + 5
+            while "idle" not in recorder.reasons() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+
+    recorder = Recorder()
+    events.add_listener(recorder)
+    try:
+        asyncio.run(main(recorder))
+    finally:
+        events.remove_listener(recorder)
+    assert "idle" in recorder.reasons()
+
+
+def test_psycopg_pool_timeout_and_closed_are_warmdb_errors(scaled_dsql_kwargs):
+    import psycopg_pool
+
+    pool = warmdb.psycopg.pool(open=True, min_size=1, max_size=1, timeout=0.2, **scaled_dsql_kwargs)
+    try:
+        with pool.connection(), pytest.raises(warmdb.PoolTimeout) as timed_out:
+            pool.getconn()
+        assert isinstance(timed_out.value, psycopg_pool.PoolTimeout)
+        assert isinstance(timed_out.value, TimeoutError)
+    finally:
+        pool.close()
+    with pytest.raises(warmdb.PoolClosed) as closed:
+        pool.getconn()
+    assert isinstance(closed.value, psycopg_pool.PoolClosed)
+
+
+def test_asyncpg_pool_timeout_closed_and_timers(scaled_dsql_kwargs):
+    """Regression: WarmPool's lifetime timers outlived close(), keeping the pool alive."""
+
+    async def main():
+        pool = await warmdb.asyncpg.create_pool(min_size=1, max_size=1, **scaled_dsql_kwargs)
+        timers = list(pool._timers)
+        assert timers  # one per connection with a lifetime
+        async with pool.acquire():
+            with pytest.raises(warmdb.PoolTimeout) as timed_out:
+                await pool.acquire(timeout=0.2)
+            assert isinstance(timed_out.value, asyncio.TimeoutError)
+        await pool.close()
+        assert all(handle.cancelled() for handle in timers)
+        assert not pool._timers
+        with pytest.raises(warmdb.PoolClosed):
+            await pool.acquire()
+
+    asyncio.run(main())

@@ -316,3 +316,35 @@ def test_frozen_past_the_server_lifetime_wakes_up_to_a_new_connection(
         assert all(name.startswith("warmdb-emulator") for name in started), started
     finally:
         front.close()
+
+
+@pytest.mark.parametrize("front", sorted(SYNC_WARM), indirect=True)
+def test_close_inside_a_checkout_takes_effect_when_it_ends(front, recycles):
+    """Regression: Keeper.close() from the thread holding the connection deadlocked."""
+    keeper = front.keeper
+    with keeper.connection() as conn:
+        first = sync_pid(front.driver, conn)
+        keeper.close()  # returns at once
+        assert sync_pid(front.driver, conn) == first  # still the holder's until the end
+    assert not keeper.is_connected
+    assert front.pid() != first
+    assert recycles == []  # closing on request is not a recycle
+
+
+def test_async_close_inside_a_checkout_takes_effect_when_it_ends(dsql_kwargs):
+    keeper = warmdb.psycopg.warm_async(**dsql_kwargs)
+
+    async def main() -> tuple[int, int, bool]:
+        async with keeper.connection() as conn:
+            first = await async_pid("psycopg-async", conn)
+            await keeper.close()
+        connected = keeper.is_connected
+        async with keeper.connection() as conn:
+            second = await async_pid("psycopg-async", conn)
+        await keeper.close()
+        return first, second, connected
+
+    # The whole run is bounded: a deadlock fails the test instead of hanging it.
+    first, second, connected = asyncio.run(asyncio.wait_for(main(), timeout=10))
+    assert second != first
+    assert not connected

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from asyncpg.pool import PoolConnectionProxy
 
-    from warmdb.asyncpg import AsyncpgAdapter
+    from warmdb.drivers import AsyncAdapter
     from warmdb.policy import Policy
 
 __all__ = ["AsyncpgPoolTimeout", "WarmPool", "make_pool"]
@@ -47,7 +47,7 @@ def make_pool(
     dsn: str | None,
     kwargs: dict[str, object],
     *,
-    adapter: AsyncpgAdapter,
+    adapter: AsyncAdapter,
     custom_credentials_provider: object | None,
     policy: Policy | None,
     setup: Callable[[PoolConnectionProxy], Awaitable[None]] | None,

@@ -22,7 +22,10 @@ from warmdb.emulator.protocol import ProtocolError
 
 __all__ = [
     "CLEAR_PASSWORD",
+    "MAX_PAYLOAD",
     "NATIVE_PASSWORD",
+    "RELAYABLE",
+    "REQUIRED",
     "CommandTracker",
     "Greeting",
     "HandshakeResponse",
@@ -34,6 +37,9 @@ __all__ = [
     "encode_packet",
     "err_packet",
     "handshake_response",
+    "is_err",
+    "is_ok",
+    "lenenc_int",
     "parse_err",
     "parse_greeting",
     "parse_handshake_response",

@@ -95,24 +95,37 @@ def probe(
     """Run the probe against *kwargs* (or the embedded emulator) and return its report.
 
     Each of *repeat* rounds runs the wire probe, then every driver; the report holds the
-    median of each figure, and every round under ``rounds``.
+    median of each figure, and every round under ``rounds``. The wire probe speaks
+    PostgreSQL: MySQL drivers (against the RDS MySQL emulator when there is no host) get
+    their whole connects timed only.
     """
     from warmdb.bench.server import environment, open_server
+    from warmdb.bench.variants import by_family
 
-    server = open_server(kwargs)
     rounds: list[dict[str, Any]] = []
-    try:
-        with environment(server.environment):
-            for _ in range(repeat):
-                wire = _wire_phases(server.kwargs, query)
-                drivers = [_driver_connect(v, server.kwargs, query) for v in variants]
-                rounds.append({"wire": wire, "drivers": drivers})
-                if wire["error"] is not None:
-                    break
-    finally:
-        server.close()
+    endpoints = []
+    for family, group in by_family(tuple(variants)) or [("postgresql", ())]:
+        server = open_server(kwargs, family=family)
+        endpoints.append(server.description)
+        try:
+            with environment(server.environment):
+                for number in range(repeat):
+                    if family == "postgresql":
+                        wire = _wire_phases(server.kwargs, query)
+                    else:
+                        wire = {"phases": {}, "error": None}
+                    drivers = [_driver_connect(v, server.kwargs, query) for v in group]
+                    if len(rounds) <= number:
+                        rounds.append({"wire": {"phases": {}, "error": None}, "drivers": []})
+                    if family == "postgresql":
+                        rounds[number]["wire"] = wire
+                    rounds[number]["drivers"].extend(drivers)
+                    if wire["error"] is not None:
+                        break
+        finally:
+            server.close()
     return {
-        "endpoint": server.description,
+        "endpoint": "; ".join(endpoints),
         "query": query,
         "repeat": len(rounds),
         "wire": _median_wire(rounds),

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from warmdb.bench.results import RunResult, Skip
 from warmdb.bench.server import environment, open_server
 from warmdb.bench.targets import check_targets
+from warmdb.bench.variants import by_family
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -74,19 +75,19 @@ def run(options: RunOptions) -> RunResult:
     return _run_matrix(options)
 
 
-def _environment(options: RunOptions, server: BenchServer) -> dict[str, object]:
+def _environment(options: RunOptions, endpoint: str, notes: list[str]) -> dict[str, object]:
     from warmdb import __version__
 
     return {
         "warmdb": __version__,
         "python": platform.python_version(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-        "endpoint": server.description,
+        "endpoint": endpoint,
         "iterations": options.iterations,
         "query": options.query,
         "cold_samples": options.cold_samples if options.cold else 0,
         "drivers": [v.name for v in options.variants],
-        "notes": list(server.notes),
+        "notes": list(notes),
     }
 
 
@@ -97,38 +98,54 @@ def _progress(options: RunOptions, total: int) -> Progress:
 
 
 def _run_matrix(options: RunOptions) -> RunResult:
-    from warmdb.bench.matrix import MatrixOptions, run_variant
-
-    server = open_server(options.kwargs)
+    result = RunResult(environment={})
+    steps = options.iterations * len(options.variants) * bool(options.patterns)
+    progress = _progress(options, steps + (options.cold_samples if options.cold else 0))
+    descriptions: list[str] = []
+    notes: list[str] = []
     try:
-        with environment(server.environment):
-            static = _static_password(options, server)
-            server.notes.append(BASELINE_LOGIN_NOTE)
-            result = RunResult(environment=_environment(options, server))
-            steps = options.iterations * len(options.variants) * bool(options.patterns)
-            progress = _progress(options, steps + (options.cold_samples if options.cold else 0))
-            matrix = MatrixOptions(options.iterations, options.query, options.patterns, static)
+        for family, variants in by_family(options.variants):
+            server = open_server(options.kwargs, family=family)
             try:
-                if options.patterns:
-                    for variant in options.variants:
-                        cells, skips = run_variant(variant, server, matrix, progress)
-                        result.cells.extend(cells)
-                        result.skipped.extend(skips)
-                if options.cold:
-                    _cold(options, server, static, result, progress)
+                descriptions.append(server.description)
+                with environment(server.environment):
+                    _run_family(options, variants, server, result, progress)
+                notes.extend(n for n in server.notes if n not in notes)
             finally:
-                progress.close()
+                server.close()
     finally:
-        server.close()
+        progress.close()
+    result.environment = _environment(options, "; ".join(descriptions), notes)
     result.targets = check_targets(result)
     return result
 
 
-def _static_password(options: RunOptions, server: BenchServer) -> str | None:
+def _run_family(
+    options: RunOptions,
+    variants: tuple[Variant, ...],
+    server: BenchServer,
+    result: RunResult,
+    progress: Progress,
+) -> None:
+    """The matrix and cold starts of the *variants* of one family against *server*."""
+    from warmdb.bench.matrix import MatrixOptions, run_variant
+
+    static = _static_password(variants[0], server)
+    server.notes.append(BASELINE_LOGIN_NOTE)
+    matrix = MatrixOptions(options.iterations, options.query, options.patterns, static)
+    if options.patterns:
+        for variant in variants:
+            cells, skips = run_variant(variant, server, matrix, progress)
+            result.cells.extend(cells)
+            result.skipped.extend(skips)
+    if options.cold:
+        _cold(options, variants, server, static, result, progress)
+
+
+def _static_password(variant: Variant, server: BenchServer) -> str | None:
     from warmdb._connect import ConnectPlan
 
-    plan = ConnectPlan(None, server.kwargs, adapter=options.variants[0].adapter())
-    return plan.password()
+    return ConnectPlan(None, server.kwargs, adapter=variant.adapter()).password()
 
 
 def _aurora_args(server: BenchServer, variant: Variant) -> tuple[dict[str, Any] | None, str]:
@@ -145,6 +162,7 @@ def _aurora_args(server: BenchServer, variant: Variant) -> tuple[dict[str, Any] 
 
 def _cold(
     options: RunOptions,
+    variants: tuple[Variant, ...],
     server: BenchServer,
     static: str | None,
     result: RunResult,
@@ -153,7 +171,7 @@ def _cold(
     from warmdb.bench.cold import ColdSpec, run_cold
 
     specs = []
-    for variant in options.variants:
+    for variant in variants:
         kwargs, query = server.kwargs, options.query
         specs.append(ColdSpec(variant, "raw", kwargs=kwargs, query=query, password=static))
         specs.append(ColdSpec(variant, "warmdb", kwargs=kwargs, query=query))
@@ -177,14 +195,23 @@ def _run_concurrency(options: RunOptions) -> RunResult:
     from warmdb.bench.concurrency import Workload
 
     assert options.concurrency is not None
+    (family, variants), *others = by_family(options.variants)
+    notes: list[str] = [
+        f"concurrency: one family per run; not run: {v.name}" for _, group in others for v in group
+    ]
     sidecar_ok, sidecar_why = _sidecar_usable() if options.via_sidecar else (False, "")
-    # The sidecar's PgBouncer verifies the endpoint's name (it sends SNI only then): an
-    # emulator named localhost, whose certificate covers that name, is one it can reach.
-    emulator_options: dict[str, Any] = {"temporary_credentials": True}
+    if options.via_sidecar and family != "postgresql":
+        sidecar_ok, sidecar_why = False, "the sidecar (PgBouncer) serves PostgreSQL drivers only"
+    emulator_options: dict[str, Any] = {}
+    if family == "postgresql":
+        emulator_options["temporary_credentials"] = True
     if sidecar_ok:
+        # The sidecar's PgBouncer verifies the endpoint's name (it sends SNI only then): an
+        # emulator named localhost, whose certificate covers that name, is one it can reach.
         emulator_options["hostname"] = "localhost"
     # In process: the workload counts connections from the emulator's live statistics.
-    server = open_server(options.kwargs, in_process=True, **emulator_options)
+    server = open_server(options.kwargs, family=family, in_process=True, **emulator_options)
+    server.notes.extend(notes)
     workload = Workload(
         concurrency=options.concurrency,
         requests=options.requests,
@@ -193,14 +220,14 @@ def _run_concurrency(options: RunOptions) -> RunResult:
     )
     try:
         with environment(server.environment):
-            result = RunResult(environment=_environment(options, server))
+            result = RunResult(environment=_environment(options, server.description, []))
             result.environment["hold_s"] = options.hold
             if options.via_sidecar and not sidecar_ok:
                 server.notes.append(f"--via-sidecar: {sidecar_why}")
-            runs = len(options.variants) * (2 if sidecar_ok else 1)
+            runs = len(variants) * (2 if sidecar_ok else 1)
             progress = _progress(options, options.requests * runs)
             try:
-                for variant in options.variants:
+                for variant in variants:
                     routes: list[tuple[str, dict[str, Any]]] = [("direct", server.kwargs)]
                     sidecar = _start_sidecar(server) if sidecar_ok else None
                     if sidecar is not None:

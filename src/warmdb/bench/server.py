@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from typing import Any
 
+    from warmdb.emulator.mysql.service import MySQLEmulator
     from warmdb.emulator.service import Emulator
 
 __all__ = ["BenchServer", "ConnectionMonitor", "open_server"]
@@ -60,7 +61,7 @@ class BenchServer:
     environment: dict[str, str] = field(default_factory=dict)
     aurora_host: str | None = None
     aurora_hostaddr: str | None = None
-    emulator: Emulator | None = None
+    emulator: Emulator | MySQLEmulator | None = None
     process: EmulatorProcess | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -142,17 +143,50 @@ def remote(kwargs: Mapping[str, Any]) -> BenchServer:
     return BenchServer(description=where, kwargs=dict(kwargs), aurora_host=host)
 
 
+def embedded_mysql(emulator: MySQLEmulator) -> BenchServer:
+    """A :class:`BenchServer` for a running MySQL *emulator* (RDS IAM tokens, TLS)."""
+    from warmdb.emulator.mysql.service import MASTER_USER
+
+    keys = emulator.credentials
+    variables = {"AWS_ACCESS_KEY_ID": keys.access_key, "AWS_SECRET_ACCESS_KEY": keys.secret_key}
+    if keys.token is not None:
+        variables["AWS_SESSION_TOKEN"] = keys.token
+    return BenchServer(
+        description=f"embedded RDS MySQL emulator on 127.0.0.1:{emulator.port} (TLS, IAM "
+        "tokens; in process)",
+        kwargs={
+            "host": "127.0.0.1",
+            "port": emulator.port,
+            "auth": "rds",
+            "region": emulator.region,
+            "user": MASTER_USER,
+        },
+        environment=variables,
+        emulator=emulator,
+    )
+
+
 def open_server(
-    kwargs: Mapping[str, Any] | None, *, in_process: bool = False, **emulator_options: Any
+    kwargs: Mapping[str, Any] | None,
+    *,
+    family: str = "postgresql",
+    in_process: bool = False,
+    **emulator_options: Any,
 ) -> BenchServer:
     """The server of a run: *kwargs* (warmdb's, with ``host``) or a new embedded emulator.
 
-    :param in_process: run the emulator in this process (its statistics are then live);
+    :param family: the drivers' database family: the DSQL emulator for ``postgresql``, the
+        RDS MySQL emulator (in process) for ``mysql``.
+    :param in_process: run the DSQL emulator in this process (its statistics are then live);
         otherwise in a child process, with temporary credentials.
-    :param emulator_options: :class:`~warmdb.emulator.service.Emulator` options, in process.
+    :param emulator_options: the emulator's options, in process.
     """
     if kwargs:
         return remote(kwargs)
+    if family == "mysql":
+        from warmdb.emulator.mysql.service import serve as serve_mysql
+
+        return embedded_mysql(serve_mysql(**emulator_options))
     if in_process:
         from warmdb.emulator.service import serve
 

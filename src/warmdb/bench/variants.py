@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from warmdb.drivers import Adapter, DriverEntry
 
-__all__ = ["Variant", "all_variants", "select_variants"]
+__all__ = ["Variant", "all_variants", "by_family", "select_variants"]
 
 
 @dataclass(frozen=True)
@@ -137,3 +137,11 @@ def select_variants(names: Sequence[str] | None) -> list[Variant]:
             raise ConfigurationError(f"unknown driver {name!r}: choose from {choices}")
         chosen.extend(v for v in matches if v not in chosen)
     return chosen
+
+
+def by_family(variants: Sequence[Variant]) -> list[tuple[str, tuple[Variant, ...]]]:
+    """*variants* grouped by database family (each family needs its own server), in order."""
+    groups: dict[str, list[Variant]] = {}
+    for variant in variants:
+        groups.setdefault(variant.family, []).append(variant)
+    return [(family, tuple(group)) for family, group in groups.items()]

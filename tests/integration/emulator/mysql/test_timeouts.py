@@ -160,3 +160,19 @@ def test_iam_connect_ceiling_refuses_new_tokens_but_not_reused_ones():
             clock.now += 1.0
         connect("pymysql", rds, tokens[2]).close()
         assert rds.stats.accepted == 6
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_killed_backend_gives_lost_connection(mysql_emulator, driver):
+    """KILL on MariaDB ends the client's session as on RDS: 2013 (or 2006) on the next query."""
+    victim = connect(driver, mysql_emulator, signed(mysql_emulator))
+    admin = connect("pymysql", mysql_emulator, signed(mysql_emulator))
+    try:
+        (victim_id,) = victim.query("SELECT CONNECTION_ID()")[0]
+        before = mysql_emulator.stats.upstream_closed
+        admin.query(f"KILL {victim_id}")
+        wait_for(lambda: mysql_emulator.stats.upstream_closed > before)
+        assert _lost(victim) in (2006, 2013)
+    finally:
+        victim.close()
+        admin.close()

@@ -22,7 +22,7 @@ SESSION_TOKEN = "IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLWVhc3QtMSJHMEUCIQ+Example/
 def isolated_aws_environment(monkeypatch, tmp_path):
     """No test sees the developer's AWS settings, and botocore never calls a metadata service."""
     for name in list(os.environ):
-        if name.startswith(("AWS_", "PG")):
+        if name.startswith(("AWS_", "PG", "WARMDB_")):
             monkeypatch.delenv(name)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config-absent"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials-absent"))

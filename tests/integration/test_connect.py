@@ -7,6 +7,7 @@ right host, region, action and credentials and sent the token over TLS.
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 import trustme
 
@@ -188,3 +189,38 @@ def test_refused_connection_has_no_sqlstate(aws_credentials):
         )
     assert caught.value.sqlstate is None
     assert caught.value.reason == "refused"
+
+
+@pytest.fixture(scope="module")
+def plain_server():
+    """A PostgreSQL without TLS, password logins over TCP."""
+    from warmdb.emulator.postgres import EmbeddedPostgres
+
+    postgres = EmbeddedPostgres(
+        tcp_host="127.0.0.1",
+        hba=["local all all trust", "host all all 127.0.0.1/32 scram-sha-256"],
+        settings={"password_encryption": "scram-sha-256"},
+    )
+    postgres.start()
+    try:
+        with psycopg.connect(**postgres.libpq_params(), autocommit=True) as admin:
+            admin.execute("CREATE ROLE plain LOGIN PASSWORD 'plain-secret'")
+        yield postgres
+    finally:
+        postgres.stop()
+
+
+@pytest.mark.parametrize("sslmode", ["prefer", "allow"])
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_prefer_and_allow_connect_to_a_server_without_tls(driver, sslmode, plain_server):
+    """Regression: asyncpg forced TLS for sslmode=prefer/allow, where libpq falls back."""
+    user, encrypted = connect_and_query(
+        driver,
+        host="127.0.0.1",
+        port=plain_server.port,
+        user="plain",
+        password="plain-secret",
+        dbname="postgres",
+        sslmode=sslmode,
+    )
+    assert (user, encrypted) == ("plain", False)

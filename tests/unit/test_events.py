@@ -105,3 +105,19 @@ def test_retries_are_logged_with_reason_and_sqlstate(caplog):
     events.emit_retry(retry_event())
     assert "rate-exceeded, SQLSTATE 53400" in caplog.text
     assert "retrying in 0.050 s" in caplog.text
+
+
+def test_submodules_are_attributes_imported_on_first_use():
+    """Regression: ``import warmdb; warmdb.events.counts()`` raised AttributeError."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, warmdb\n"
+        "before = sorted(m for m in ('warmdb.events', 'warmdb.emulator') if m in sys.modules)\n"
+        "warmdb.events.counts()\n"
+        "assert warmdb.emulator.serve\n"
+        "print(before)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import os
 import queue
 import re
@@ -36,6 +37,8 @@ from concurrent.futures import Future
 from pathlib import Path
 
 from warmdb.errors import WarmdbError
+
+logger = logging.getLogger(__name__)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -201,6 +204,43 @@ class _Spawner:
 _spawner = _Spawner()
 
 
+def _cache_root() -> Path:
+    configured = os.environ.get("WARMDB_CACHE_DIR")
+    if configured:
+        return Path(configured)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "warmdb"
+
+
+def _template_dir(bin_dir: Path, superuser: str) -> Path | None:
+    """Where the fresh cluster of these binaries and this superuser is kept, or ``None``."""
+    import hashlib
+
+    try:
+        binary = (bin_dir / "postgres").stat()
+    except OSError:
+        return None
+    # A new or rebuilt server changes the key: its clusters may not be compatible.
+    key = f"{bin_dir.resolve()}|{binary.st_size}|{binary.st_mtime_ns}|{superuser}|UTF8|C"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return _cache_root() / f"initdb-{digest}"
+
+
+def _store_template(data_dir: Path, template: Path) -> None:
+    """Copy a fresh cluster into the cache; best effort (a read-only home just skips it)."""
+    temporary = template.parent / f".{template.name}.{os.getpid()}.{threading.get_ident()}"
+    try:
+        template.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        template.parent.chmod(0o700)
+        shutil.copytree(data_dir, temporary, symlinks=True)
+        # Atomic: another process storing the same template at once loses the race, harmlessly.
+        temporary.rename(template)
+    except OSError as exc:
+        logger.debug("initdb template not cached: %s", exc)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
 class EmbeddedPostgres:
     """A PostgreSQL server in a data directory of its own.
 
@@ -221,6 +261,11 @@ class EmbeddedPostgres:
     :param superuser: the bootstrap superuser's name.
     :param bin_dir: server binaries; :func:`find_bin_dir` by default.
     :param start_timeout: seconds to wait for the server to accept connections.
+    :param cache_initdb: keep a copy of a fresh cluster in the user's cache directory
+        (``$WARMDB_CACHE_DIR``, else ``$XDG_CACHE_HOME/warmdb``, else ``~/.cache/warmdb``;
+        mode 0700) and copy it instead of running ``initdb`` again: startup drops from
+        about two seconds to a few tenths. The copy holds no secret (a new cluster with
+        trust authentication and no passwords).
     """
 
     def __init__(
@@ -235,12 +280,14 @@ class EmbeddedPostgres:
         superuser: str = "postgres",
         bin_dir: str | os.PathLike[str] | None = None,
         start_timeout: float = 30.0,
+        cache_initdb: bool = True,
     ) -> None:
         self.bin_dir = Path(bin_dir) if bin_dir is not None else find_bin_dir()
         self.tcp_host = tcp_host
         self.port = port if port is not None else free_port(tcp_host or "127.0.0.1")
         self.superuser = superuser
         self.start_timeout = start_timeout
+        self._cache_initdb = cache_initdb
         self._tls = tls
         self._hba = hba if hba is not None else ["local all all trust"]
         self._settings = dict(settings or {})
@@ -304,6 +351,13 @@ class EmbeddedPostgres:
         self._chown(base)
         if (self.data_dir / "PG_VERSION").exists():
             return
+        template = _template_dir(self.bin_dir, self.superuser) if self._cache_initdb else None
+        if template is not None and (template / "PG_VERSION").is_file():
+            # A copy of a cluster initdb made before: a tenth of initdb's second or two.
+            shutil.copytree(template, self.data_dir, symlinks=True, dirs_exist_ok=True)
+            self.data_dir.chmod(0o700)
+            self._chown(self.data_dir)
+            return
         with open(base / "initdb.log", "wb") as log:
             process = self._run_as_server(
                 [
@@ -324,6 +378,8 @@ class EmbeddedPostgres:
             )
             if process.wait() != 0:
                 raise WarmdbError(f"initdb failed; see {base / 'initdb.log'}")
+        if template is not None:
+            _store_template(self.data_dir, template)
 
     def _write_config(self) -> None:
         (self.data_dir / "pg_hba.conf").write_text("\n".join(self._hba) + "\n")

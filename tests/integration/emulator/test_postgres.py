@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 import sys
 import threading
 import time
@@ -31,3 +32,19 @@ def test_server_started_from_a_thread_outlives_the_thread():
             assert conn.execute("select 1").fetchone() == (1,)
     finally:
         postgres.stop()
+
+
+def test_fresh_clusters_come_from_a_private_initdb_template(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("WARMDB_CACHE_DIR", str(cache))
+    with EmbeddedPostgres() as first:
+        (template,) = cache.iterdir()
+        assert (template / "PG_VERSION").is_file()
+        assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+        with psycopg.connect(**first.libpq_params(), autocommit=True) as conn:
+            conn.execute("create table only_in_first (id int)")
+    # The copy is a new cluster: nothing of the first one's data, and it serves.
+    with EmbeddedPostgres() as second, psycopg.connect(**second.libpq_params()) as conn:
+        assert not (second.log_path.parent / "initdb.log").exists()
+        row = conn.execute("select to_regclass('only_in_first')").fetchone()
+        assert row == (None,)

@@ -12,6 +12,7 @@ mostly ``HY000`` and not every driver exposes it, so verdicts carry the number o
 
 from __future__ import annotations
 
+from warmdb._connect import ConnectPlan
 from warmdb.drivers import ErrorVerdict
 from warmdb.errors import ConfigurationError
 from warmdb.retry import (
@@ -26,8 +27,11 @@ from warmdb.retry import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from warmdb._connect import ConnectPlan
+    from collections.abc import Mapping
+
+    from warmdb.drivers import Adapter
     from warmdb.endpoint import Endpoint
+    from warmdb.policy import Policy
 
 __all__ = [
     "BROKEN_ERRNOS",
@@ -36,6 +40,7 @@ __all__ = [
     "check_tls",
     "classify_mysql",
     "errno_of",
+    "mysql_plan",
     "tls_mode",
 ]
 
@@ -168,3 +173,39 @@ def base_params(
         params[database_key] = endpoint.dbname
     params.update(plan.driver_kwargs)
     return params
+
+
+def mysql_plan(
+    dsn: str | None,
+    kwargs: Mapping[str, object],
+    adapter: Adapter,
+    *,
+    custom_credentials_provider: object | None,
+    policy: Policy | None,
+) -> ConnectPlan:
+    """The :class:`~warmdb._connect.ConnectPlan` of a MySQL front's call, checked.
+
+    ``db``, the database's name in aiomysql and an alias in PyMySQL and mysql-connector, is
+    taken as ``database``. The plan is checked by the adapter's ``engine_defaults`` (TLS with
+    a token, the driver's own rules), as engines check theirs.
+
+    :raises ConfigurationError: a bad argument, or a token that would be sent without TLS.
+    """
+    if "db" in kwargs:
+        kwargs = dict(kwargs)
+        db = kwargs.pop("db")
+        database = kwargs.get("database", kwargs.get("dbname"))
+        if database is not None and database != db:
+            raise ConfigurationError(
+                f"db={db!r} and database={database!r} disagree: pass one of them"
+            )
+        kwargs["database"] = db
+    plan = ConnectPlan(
+        dsn,
+        kwargs,
+        adapter=adapter,
+        custom_credentials_provider=custom_credentials_provider,
+        policy=policy,
+    )
+    adapter.engine_defaults(plan)
+    return plan

@@ -37,7 +37,7 @@ import pymysql.err
 from pymysql.constants import CLIENT, CR, SERVER_STATUS
 
 from warmdb._connect import ConnectPlan, open_connection_async
-from warmdb._mysql import base_params, check_tls, classify_mysql, tls_mode
+from warmdb._mysql import base_params, check_tls, classify_mysql, mysql_plan, tls_mode
 from warmdb._tls import ssl_context
 from warmdb.drivers import AsyncAdapter
 from warmdb.warm import AsyncKeeper
@@ -186,15 +186,13 @@ def _plan(
     custom_credentials_provider: object | None,
     policy: Policy | None,
 ) -> ConnectPlan:
-    plan = ConnectPlan(
+    return mysql_plan(
         dsn,
         kwargs,
-        adapter=AiomysqlAdapter(),
+        AiomysqlAdapter(),
         custom_credentials_provider=custom_credentials_provider,
         policy=policy,
     )
-    check_tls(plan, empty_keys=("ssl",))
-    return plan
 
 
 async def connect(

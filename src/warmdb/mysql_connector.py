@@ -33,7 +33,7 @@ import mysql.connector
 from mysql.connector.connection import MySQLConnection
 
 from warmdb._connect import ConnectPlan, open_connection
-from warmdb._mysql import base_params, check_tls, classify_mysql, tls_mode
+from warmdb._mysql import base_params, check_tls, classify_mysql, mysql_plan, tls_mode
 from warmdb.drivers import SyncAdapter
 from warmdb.errors import ConfigurationError
 from warmdb.pools import queue_pool
@@ -219,15 +219,13 @@ def _plan(
     custom_credentials_provider: object | None,
     policy: Policy | None,
 ) -> ConnectPlan:
-    plan = ConnectPlan(
+    return mysql_plan(
         dsn,
         kwargs,
-        adapter=MySQLConnectorAdapter(),
+        MySQLConnectorAdapter(),
         custom_credentials_provider=custom_credentials_provider,
         policy=policy,
     )
-    _check(plan)
-    return plan
 
 
 def connect(

@@ -36,7 +36,7 @@ import pymysql.connections
 from pymysql.constants import SERVER_STATUS
 
 from warmdb._connect import ConnectPlan, open_connection
-from warmdb._mysql import base_params, check_tls, classify_mysql, tls_mode
+from warmdb._mysql import base_params, check_tls, classify_mysql, mysql_plan, tls_mode
 from warmdb._tls import ssl_context
 from warmdb.drivers import SyncAdapter
 from warmdb.pools import queue_pool
@@ -171,15 +171,13 @@ def _plan(
     custom_credentials_provider: object | None,
     policy: Policy | None,
 ) -> ConnectPlan:
-    plan = ConnectPlan(
+    return mysql_plan(
         dsn,
         kwargs,
-        adapter=PyMySQLAdapter(),
+        PyMySQLAdapter(),
         custom_credentials_provider=custom_credentials_provider,
         policy=policy,
     )
-    check_tls(plan, empty_keys=("ssl",))
-    return plan
 
 
 def connect(

@@ -3,9 +3,10 @@
 All patterns of a variant run interleaved, round-robin, in one loop (one event loop for async
 variants), the order rotating every round so that drift and caches hit every pattern alike;
 each pattern first runs one iteration that is not counted (imports, TLS contexts, the first
-token). An iteration times the connect (for reuse patterns: the checkout) and then the query
-with :func:`time.perf_counter`, as the seeds' handler does; closing or giving the connection
-back is not timed.
+token), and garbage is collected between rounds, not inside them (:func:`_no_collection`).
+An iteration times the connect (for reuse patterns: the checkout) and then the query with
+:func:`time.perf_counter`, as the seeds' handler does; closing or giving the connection back
+is not timed.
 
 A pattern that cannot run (aurora-dsql not installed, a driver SQLAlchemy does not serve)
 becomes a :class:`~warmdb.bench.results.Skip` with the reason, before the loop starts.
@@ -16,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import importlib
+import importlib.util
 import time
 from dataclasses import dataclass
 
@@ -54,6 +57,20 @@ class MatrixOptions:
     query: str
     patterns: tuple[str, ...]
     static_password: str | None
+
+
+def aurora_args(variant: Variant, server: BenchServer) -> tuple[dict[str, Any] | None, str]:
+    """aurora-dsql's connect arguments for *variant*, or ``None`` and why not."""
+    if variant.family != "postgresql":
+        return None, "the connector serves Aurora DSQL, through PostgreSQL drivers only"
+    if importlib.util.find_spec("aurora_dsql_psycopg2") is None:
+        return None, "aurora-dsql-python-connector is not installed (warmdb[compare])"
+    if importlib.util.find_spec(variant.aurora_module) is None:
+        return None, f"the connector has no {variant.aurora_module} module"
+    if variant.is_async and variant.entry.sync is not None:
+        return None, "the connector's async psycopg connect is not measured"
+    has_hostaddr = "hostaddr" in variant.adapter().driver_keys
+    return server.aurora_kwargs(has_hostaddr=has_hostaddr)
 
 
 def _reason(exc: BaseException) -> str:
@@ -110,7 +127,7 @@ def _sync_cases(
                         None,
                     )
                 elif pattern == "aurora-dsql":
-                    kwargs, why = server.aurora_kwargs(has_hostaddr=variant.family == "postgresql")
+                    kwargs, why = aurora_args(variant, server)
                     if kwargs is None:
                         skips.append(Skip(variant.name, pattern, why))
                         continue
@@ -140,7 +157,7 @@ def _sync_cases(
                     from warmdb.sqlalchemy import create_engine
 
                     started = _perf()
-                    engine = create_engine(driver=variant.entry.name, pool_size=1, **server.kwargs)
+                    engine = create_engine(variant.engine_url(), pool_size=1, **server.kwargs)
                     stack.callback(engine.dispose)
                     engine_iteration = _engine_iteration(engine, query)
                     engine_iteration()
@@ -215,19 +232,11 @@ async def _async_cases(
                         None,
                     )
                 elif pattern == "aurora-dsql":
-                    has_hostaddr = variant.entry.library.startswith("psycopg")
-                    kwargs, why = server.aurora_kwargs(has_hostaddr=has_hostaddr)
+                    kwargs, why = aurora_args(variant, server)
                     if kwargs is None:
                         skips.append(Skip(variant.name, pattern, why))
                         continue
                     aurora = importlib.import_module(variant.aurora_module)
-                    if variant.entry.sync is not None:
-                        skips.append(
-                            Skip(
-                                variant.name, pattern, "the connector's async connect is not timed"
-                            )
-                        )
-                        continue
                     cases[pattern] = (
                         every_connect(functools.partial(aurora.connect, **kwargs)),
                         None,
@@ -254,9 +263,7 @@ async def _async_cases(
                     from warmdb.sqlalchemy import create_async_engine
 
                     started = _perf()
-                    engine = create_async_engine(
-                        driver=variant.entry.name, pool_size=1, **server.kwargs
-                    )
+                    engine = create_async_engine(variant.engine_url(), pool_size=1, **server.kwargs)
                     stack.push_async_callback(engine.dispose)
                     iteration = _async_engine_iteration(engine, query)
                     await iteration()
@@ -290,6 +297,21 @@ def _rounds(patterns: Sequence[str], iterations: int) -> Iterator[list[str]]:
         yield list(patterns[shift:]) + list(patterns[:shift])
 
 
+@contextlib.contextmanager
+def _no_collection() -> Iterator[None]:
+    """Collect garbage now, untimed, and not again inside the round.
+
+    As :mod:`timeit` does: otherwise the garbage of one pattern (aurora-dsql's boto3 session
+    per connect) is collected during whichever pattern allocates next, and billed to it.
+    """
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def run_variant(
     variant: Variant,
     server: BenchServer,
@@ -307,8 +329,9 @@ def run_variant(
             _warm_up(variant, pattern, cases[pattern][0], skips)
         order = [p for p in order if not _skipped(skips, variant, p)]
         for round_order in _rounds(order, options.iterations):
-            for pattern in round_order:
-                times.setdefault(pattern, []).append(cases[pattern][0]())
+            with _no_collection():
+                for pattern in round_order:
+                    times.setdefault(pattern, []).append(cases[pattern][0]())
             if progress is not None:
                 progress.step(f"{variant.name}: in-process patterns")
         setups = {p: cases[p][1] for p in order}
@@ -329,8 +352,9 @@ async def _run_async(
                 skips.append(Skip(variant.name, pattern, _reason(exc)))
         order = [p for p in order if not _skipped(skips, variant, p)]
         for round_order in _rounds(order, options.iterations):
-            for pattern in round_order:
-                times.setdefault(pattern, []).append(await cases[pattern][0]())
+            with _no_collection():
+                for pattern in round_order:
+                    times.setdefault(pattern, []).append(await cases[pattern][0]())
             if progress is not None:
                 progress.step(f"{variant.name}: in-process patterns")
         setups = {p: cases[p][1] for p in order}

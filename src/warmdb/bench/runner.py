@@ -8,7 +8,6 @@ the concurrency workload (:mod:`~warmdb.bench.concurrency`), then the targets.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import platform
 from dataclasses import dataclass
@@ -148,18 +147,6 @@ def _static_password(variant: Variant, server: BenchServer) -> str | None:
     return ConnectPlan(None, server.kwargs, adapter=variant.adapter()).password()
 
 
-def _aurora_args(server: BenchServer, variant: Variant) -> tuple[dict[str, Any] | None, str]:
-    """aurora-dsql's connect arguments for *variant*, or ``None`` and why not."""
-    if importlib.util.find_spec("aurora_dsql_psycopg2") is None:
-        return None, "aurora-dsql-python-connector is not installed (warmdb[compare])"
-    if importlib.util.find_spec(variant.aurora_module) is None:
-        return None, f"the connector has no {variant.aurora_module} module"
-    if variant.is_async and variant.entry.sync is not None:
-        return None, "the connector's async psycopg connect is not measured"
-    has_hostaddr = "hostaddr" in variant.adapter().driver_keys
-    return server.aurora_kwargs(has_hostaddr=has_hostaddr)
-
-
 def _cold(
     options: RunOptions,
     variants: tuple[Variant, ...],
@@ -169,13 +156,14 @@ def _cold(
     progress: Progress,
 ) -> None:
     from warmdb.bench.cold import ColdSpec, run_cold
+    from warmdb.bench.matrix import aurora_args
 
     specs = []
     for variant in variants:
         kwargs, query = server.kwargs, options.query
         specs.append(ColdSpec(variant, "raw", kwargs=kwargs, query=query, password=static))
         specs.append(ColdSpec(variant, "warmdb", kwargs=kwargs, query=query))
-        aurora, why = _aurora_args(server, variant)
+        aurora, why = aurora_args(variant, server)
         if aurora is not None:
             spec = ColdSpec(variant, "aurora-dsql", kwargs=kwargs, query=query, aurora=aurora)
             specs.append(spec)

@@ -93,6 +93,18 @@ class Variant:
             options["open"] = False
         return options
 
+    def engine_url(self) -> str:
+        """The SQLAlchemy URL naming this driver's dialect, for :mod:`warmdb.sqlalchemy`
+        (``postgresql+psycopg2://``); the endpoint comes as keyword arguments.
+
+        The plain dialect serves async engines too (SQLAlchemy picks psycopg's async side
+        under ``create_async_engine``).
+        """
+        plain = [d for d in self.entry.dialects if not d.endswith("_async")]
+        if not plain:
+            raise ConfigurationError(f"no SQLAlchemy dialect is registered for {self.name}")
+        return f"{plain[0]}://"
+
     @property
     def aurora_module(self) -> str:
         """aurora-dsql-python-connector's module for this driver (``aurora_dsql_psycopg2``)."""

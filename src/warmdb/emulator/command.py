@@ -96,6 +96,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="close client connections idle S seconds, as RDS Proxy (default: never)",
     )
     add(
+        "--postgres-compatible",
+        action="store_true",
+        help="run any PostgreSQL statement: no DSQL SQL checks (tokens, TLS, limits and "
+        "conflicts stay DSQL's); see docs/emulator-sql.md",
+    )
+    add(
         "--no-sni-check",
         dest="require_sni",
         action="store_false",
@@ -168,6 +174,8 @@ def build(args: argparse.Namespace) -> Emulator:
         )
         if getattr(args, name) is not None
     }
+    if args.postgres_compatible:
+        given["sql_checks"] = False
     limits = dataclasses.replace(engine.limits, **given)
     return Emulator(
         engine=engine.name,

@@ -42,7 +42,10 @@ __all__ = ["Server"]
 
 logger = logging.getLogger(__name__)
 
-_READ_SIZE = 256 * 1024
+# Not larger: sock.recv allocates its whole size on every call, and past glibc's mmap
+# threshold (128 KiB) that is an mmap and a munmap per read, which nearly doubles the
+# emulator's added round-trip time (benchmarks/emulator.py).
+_READ_SIZE = 64 * 1024
 # poll() takes milliseconds in a C int: wake at least this often (seconds) with no deadline.
 _LONGEST_WAIT = 3600.0
 _SEND_CHUNK = 256 * 1024

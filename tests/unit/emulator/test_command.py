@@ -123,3 +123,8 @@ def test_mysql_engine_is_reserved_but_not_available(monkeypatch):
 
 def test_no_sni_check(monkeypatch):
     assert build(monkeypatch, "--no-sni-check")["require_sni"] is False
+
+
+def test_postgres_compatible_turns_the_sql_checks_off(monkeypatch):
+    assert build(monkeypatch)["limits"].sql_checks
+    assert not build(monkeypatch, "--postgres-compatible")["limits"].sql_checks

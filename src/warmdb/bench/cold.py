@@ -13,6 +13,12 @@ to every user). The child times, with :func:`time.perf_counter`:
 Whatever the child needs to run the query generically (the driver's adapter) is loaded
 between the two timings and counted in neither. The parent also times the whole process,
 spawn to exit. Variants are interleaved sample by sample.
+
+Modules are imported from compiled bytecode, as from an installed wheel or a Lambda package
+that ships it: the children share a private bytecode cache (``PYTHONPYCACHEPREFIX``, a 0700
+temporary directory, so nothing is written into the source tree) that one untimed process
+per variant fills first. Without it, a checkout run with ``PYTHONDONTWRITEBYTECODE`` would
+compile every changed module on every sample and bill the compiler to Init.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import time
 
 from warmdb.bench.results import ColdCell, Skip
@@ -172,22 +179,38 @@ def run_cold(
     progress: Progress | None = None,
 ) -> tuple[list[ColdCell], list[Skip]]:
     """Run *samples* cold starts of every spec, interleaved; a failing spec is skipped."""
+    with tempfile.TemporaryDirectory(prefix="warmdb-bench-pyc-") as cache:
+        child_env = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        child_env["PYTHONPYCACHEPREFIX"] = cache
+        return _sample(specs, samples, child_env, timeout, progress)
+
+
+def _sample(
+    specs: Sequence[ColdSpec],
+    samples: int,
+    env: Mapping[str, str],
+    timeout: float,
+    progress: Progress | None,
+) -> tuple[list[ColdCell], list[Skip]]:
     times: dict[int, list[tuple[float, float, float]]] = {i: [] for i in range(len(specs))}
     skips: list[Skip] = []
     failed: set[int] = set()
-    for _ in range(samples):
+    # Round 0 is untimed: it compiles the bytecode into the private cache.
+    for number in range(samples + 1):
         for index, spec in enumerate(specs):
             if progress is not None:
                 progress.show(f"{spec.variant.name}: cold start, {spec.kind}")
             if index in failed:
                 continue
             try:
-                times[index].append(run_one(spec, env, timeout))
+                sample = run_one(spec, env, timeout)
+                if number > 0:
+                    times[index].append(sample)
             except (RuntimeError, subprocess.TimeoutExpired, ValueError) as exc:
                 failed.add(index)
                 reason = str(exc).strip() or type(exc).__name__
                 skips.append(Skip(spec.variant.name, f"cold ({spec.kind})", reason))
-        if progress is not None:
+        if progress is not None and number > 0:
             progress.step()
     cells = []
     for index, spec in enumerate(specs):

@@ -12,6 +12,8 @@ mostly ``HY000`` and not every driver exposes it, so verdicts carry the number o
 
 from __future__ import annotations
 
+import ssl
+
 from warmdb._connect import ConnectPlan
 from warmdb.drivers import ErrorVerdict
 from warmdb.errors import ConfigurationError
@@ -105,16 +107,20 @@ def classify_mysql(exc: BaseException, *, broken: bool = False) -> ErrorVerdict:
         is_socket = isinstance(exc, OSError) or reason is not None
         return ErrorVerdict(reason=reason, broken=broken or is_socket)
     reason = _REASON_BY_ERRNO.get(number)
-    if number in (CANT_CONNECT, 2002):
-        inner = getattr(exc, "original_exception", None) or exc.__cause__
-        if isinstance(inner, BaseException):
-            refined = classify_os_error(inner)
-            if refined is not None:
-                reason = refined
-            elif isinstance(inner, OSError) and type(inner).__name__ == "gaierror":
-                reason = None  # an unknown host: retrying will not help
-        if "timed out" in str(exc).lower():
-            reason = TIMEOUT
+    inner = getattr(exc, "original_exception", None) or exc.__cause__
+    if isinstance(inner, BaseException):
+        # The driver wrapped what failed underneath. A certificate the client rejects is
+        # final, whatever number the driver chose (aiomysql: 2003, mysql-connector: 2055).
+        if isinstance(inner, ssl.SSLCertVerificationError):
+            reason = None
+        elif number in (CANT_CONNECT, 2002):
+            # "Can't connect": a refused or reset TCP connect and a timeout are worth
+            # retrying; an unknown host is not.
+            reason = classify_os_error(inner)
+        else:
+            reason = classify_os_error(inner) or reason
+    elif number == CANT_CONNECT and "timed out" in str(exc).lower():
+        reason = TIMEOUT
     conflict = str(number) if number in CONFLICT_ERRNOS else None
     return ErrorVerdict(
         errno=number, reason=reason, broken=broken or number in BROKEN_ERRNOS, conflict=conflict

@@ -92,6 +92,14 @@ def test_pymysql_cant_connect_is_refined_by_the_socket_error():
     assert classify_mysql(unknown_host).reason is None
 
 
+def test_aiomysql_cant_connect_for_a_rejected_certificate_is_not_retried():
+    wrapped = pymysql.err.OperationalError(2003, "Can't connect to MySQL server on 'db'")
+    wrapped.__cause__ = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    assert warmdb.aiomysql.AiomysqlAdapter().classify(wrapped).reason is None
+    wrapped.__cause__ = ConnectionRefusedError(111, "refused")
+    assert warmdb.aiomysql.AiomysqlAdapter().classify(wrapped).reason == "refused"
+
+
 def test_bare_socket_errors_and_closed_connections_are_broken():
     for adapter in (cls() for cls in ADAPTERS.values()):
         verdict = adapter.classify(ConnectionResetError(104, "reset"))

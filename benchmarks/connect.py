@@ -37,6 +37,7 @@ import trustme
 import warmdb.asyncpg
 import warmdb.psycopg
 import warmdb.psycopg2
+from warmdb._tls import ssl_context
 from warmdb.auth.tokens import TOKEN_CACHE
 from warmdb.emulator.postgres import EmbeddedPostgres
 
@@ -145,7 +146,7 @@ def connect_benchmarks(
     async def asyncpg_raw_async(user: str, password: str) -> None:
         conn = await asyncpg.connect(
             host=host, port=port, user=user, database="postgres",
-            password=password, ssl=warmdb.asyncpg.ssl_context("require", None),
+            password=password, ssl=ssl_context("require", None),
         )  # fmt: skip
         await conn.close()
 

@@ -36,7 +36,7 @@ from sqlalchemy.pool import QueuePool
 import warmdb.asyncpg
 import warmdb.psycopg
 import warmdb.psycopg2
-from warmdb.asyncpg import ssl_context
+from warmdb._tls import ssl_context
 from warmdb.emulator import serve
 from warmdb.policy import DSQL
 
@@ -106,7 +106,7 @@ def main() -> None:
         os.environ["AWS_SECRET_ACCESS_KEY"] = dsql.credentials.secret_key
         os.environ.pop("AWS_SESSION_TOKEN", None)
         warm_kwargs = {
-            "host": "127.0.0.1",
+            "host": "localhost",
             "port": dsql.port,
             "auth": "dsql",
             "region": dsql.region,
@@ -115,7 +115,7 @@ def main() -> None:
             "policy": DSQL.replace(poll_after_idle=args.poll_after_idle),
         }
         libpq = dsql.connection_params(token=False)
-        token = dsql.token(host="127.0.0.1")
+        token = dsql.token(host="localhost")
         loop = asyncio.new_event_loop()
 
         bare_psycopg = psycopg_pool.ConnectionPool(
@@ -128,7 +128,7 @@ def main() -> None:
         async def asyncpg_pools() -> tuple[asyncpg.Pool, asyncpg.Pool]:
             # Made inside the loop: asyncpg's pools belong to the loop that creates them.
             bare = await asyncpg.create_pool(
-                host="127.0.0.1",
+                host="localhost",
                 port=dsql.port,
                 user="admin",
                 database="postgres",

@@ -11,18 +11,21 @@ called every time.
 :func:`open_connection` and :func:`open_connection_async` run connect attempts under the rate
 governor and the policy's :class:`~warmdb.retry.Backoff`, report events, and turn a driver's
 failure into a :class:`~warmdb.ConnectError` whose class, SQLSTATE and retry reason come from
-the adapter's classification and whose text holds no secret that was sent. The decision after
-each failure is :class:`Attempts`, written once for both.
+the adapter's classification and whose text holds no secret that was sent. The attempts are
+written once, as steps (:mod:`warmdb._steps`), and the decision after each failure is
+:class:`Attempts`.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from functools import partial
 
 from warmdb import events
 from warmdb._arguments import did_you_mean
 from warmdb._log import get_logger
+from warmdb._steps import run, run_async
 from warmdb.auth.credentials import credentials_source
 from warmdb.auth.tokens import TOKEN_CACHE, TokenSpec
 from warmdb.endpoint import FAMILIES, resolve
@@ -33,8 +36,8 @@ from warmdb.retry import AUTH, REFUSED, Backoff
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
-    from typing import Any, NoReturn
+    from collections.abc import Callable, Generator, Iterable, Mapping
+    from typing import Any
 
     from warmdb.auth.credentials import Credentials
     from warmdb.endpoint import Endpoint
@@ -42,9 +45,9 @@ if TYPE_CHECKING:
 __all__ = [
     "Attempts",
     "ConnectPlan",
+    "connect_error",
     "open_connection",
     "open_connection_async",
-    "raise_connect_error",
 ]
 
 logger = get_logger("warmdb.connect")
@@ -257,18 +260,19 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-def raise_connect_error(exc: BaseException, plan: ConnectPlan, password: object) -> NoReturn:
-    """Raise the :class:`ConnectError` for a driver's connect failure *exc*, ``from exc``.
+def connect_error(exc: BaseException, plan: ConnectPlan, password: object) -> ConnectError:
+    """The :class:`ConnectError` for a driver's connect failure *exc*, caused by it.
 
     The class, SQLSTATE, error number and retry reason come from the adapter's
-    classification. When the driver's own text contains a secret, the cause is suppressed
+    classification. When the driver's own text contains a secret, the cause is left out
     instead (a traceback would print the driver's text); the codes are kept either way.
+    Raise it outside the ``except`` block that caught *exc*, so the driver's exception is not
+    its context either.
     """
     adapter = plan.adapter
     endpoint = plan.endpoint
-    secrets = plan.secrets_of(password)
     raw = str(exc).strip() or type(exc).__name__
-    text = scrub(raw, secrets)
+    text = scrub(raw, plan.secrets_of(password))
     verdict = adapter.classify(exc)
     cls = AuthenticationError if verdict.reason == AUTH else ConnectError
     where = f"{endpoint.host}:{endpoint.port}"
@@ -283,9 +287,9 @@ def raise_connect_error(exc: BaseException, plan: ConnectPlan, password: object)
         reason=verdict.reason,
     )
     logger.debug("connect to %s failed: %s%s", where, text, detail)
-    if text != raw:
-        raise error from None
-    raise error from exc
+    error.__cause__ = exc if text == raw else None
+    error.__suppress_context__ = True
+    return error
 
 
 class Attempts:
@@ -380,25 +384,7 @@ def open_connection(
     :raises ConnectError: the last attempt's error, when the policy gives up.
     :raises CredentialsError: no password could be had.
     """
-    adapter = plan.adapter
-    attempts = Attempts(plan, clock())
-    while True:
-        governor = current_governor()
-        if governor is not None:
-            attempts.waited += governor.acquire()
-        attempts.attempts += 1
-        attempt_started = clock()
-        password = plan.password()
-        try:
-            conn = adapter.connect_raw(adapter.connect_params(plan, password))
-        except adapter.connect_errors as exc:
-            try:
-                raise_connect_error(exc, plan, password)
-            except ConnectError as error:
-                sleep(attempts.failed(error, clock()))
-            continue
-        attempts.succeeded(attempt_started, clock())
-        return conn
+    return run(_open_steps(plan, clock, sleep, is_async=False))
 
 
 async def open_connection_async(
@@ -407,22 +393,31 @@ async def open_connection_async(
     """:func:`open_connection` for an async adapter; waits are ``asyncio.sleep``."""
     import asyncio
 
+    return await run_async(_open_steps(plan, clock, asyncio.sleep, is_async=True))
+
+
+def _open_steps(
+    plan: ConnectPlan, clock: Callable[[], float], sleep: Callable[[float], Any], *, is_async: bool
+) -> Generator[Callable[[], Any], Any, Any]:
+    """The connect attempts of one open, as steps (:mod:`warmdb._steps`)."""
     adapter = plan.adapter
     attempts = Attempts(plan, clock())
     while True:
         governor = current_governor()
         if governor is not None:
-            attempts.waited += await governor.acquire_async()
+            attempts.waited += yield governor.acquire_async if is_async else governor.acquire
         attempts.attempts += 1
         attempt_started = clock()
-        password = await plan.password_async()
+        password = yield plan.password_async if is_async else plan.password
+        params = adapter.connect_params(plan, password)
         try:
-            conn = await adapter.connect_raw(adapter.connect_params(plan, password))
+            conn = yield partial(adapter.connect_raw, params)
         except adapter.connect_errors as exc:
-            try:
-                raise_connect_error(exc, plan, password)
-            except ConnectError as error:
-                await asyncio.sleep(attempts.failed(error, clock()))
-            continue
-        attempts.succeeded(attempt_started, clock())
-        return conn
+            error = connect_error(exc, plan, password)
+        else:
+            attempts.succeeded(attempt_started, clock())
+            return conn
+        # Outside the except block: the error must not carry the driver's as its context.
+        delay = attempts.failed(error, clock())
+        if delay > 0:
+            yield partial(sleep, delay)

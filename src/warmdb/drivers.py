@@ -302,13 +302,12 @@ class DriverEntry:
     def __init__(
         self,
         name: str,
-        *,
         family: str,
         library: str,
         extra: str,
-        sync: str | None = None,
-        async_: str | None = None,
-        dialects: tuple[str, ...] = (),
+        sync: str | None,
+        async_: str | None,
+        dialects: tuple[str, ...],
     ) -> None:
         self.name = name
         self.family = family
@@ -332,61 +331,19 @@ class DriverEntry:
         return f"<DriverEntry {self.name} ({self.family})>"
 
 
-#: Every driver warmdb supports. One line per driver.
-REGISTRY: dict[str, DriverEntry] = {
-    entry.name: entry
-    for entry in (
-        DriverEntry(
-            "psycopg",
-            family="postgresql",
-            library="psycopg",
-            extra="psycopg",
-            sync="PsycopgAdapter",
-            async_="AsyncPsycopgAdapter",
-            dialects=("postgresql+psycopg", "postgresql+psycopg_async"),
-        ),
-        DriverEntry(
-            "psycopg2",
-            family="postgresql",
-            library="psycopg2",
-            extra="psycopg2",
-            sync="Psycopg2Adapter",
-            dialects=("postgresql+psycopg2",),
-        ),
-        DriverEntry(
-            "asyncpg",
-            family="postgresql",
-            library="asyncpg",
-            extra="asyncpg",
-            async_="AsyncpgAdapter",
-            dialects=("postgresql+asyncpg",),
-        ),
-        DriverEntry(
-            "pymysql",
-            family="mysql",
-            library="pymysql",
-            extra="pymysql",
-            sync="PyMySQLAdapter",
-            dialects=("mysql+pymysql", "mariadb+pymysql"),
-        ),
-        DriverEntry(
-            "mysql_connector",
-            family="mysql",
-            library="mysql.connector",
-            extra="mysql-connector",
-            sync="MySQLConnectorAdapter",
-            dialects=("mysql+mysqlconnector", "mariadb+mysqlconnector"),
-        ),
-        DriverEntry(
-            "aiomysql",
-            family="mysql",
-            library="aiomysql",
-            extra="aiomysql",
-            async_="AiomysqlAdapter",
-            dialects=("mysql+aiomysql", "mariadb+aiomysql"),
-        ),
-    )
-}
+#: Every driver warmdb supports, one line each: name (also the module ``warmdb.<name>``),
+#: family, the driver's own package, the pip extra, the sync and async adapter classes of the
+#: module, and the SQLAlchemy dialects it serves.
+# fmt: off
+REGISTRY: dict[str, DriverEntry] = {entry.name: entry for entry in (
+    DriverEntry("psycopg", "postgresql", "psycopg", "psycopg", "PsycopgAdapter", "AsyncPsycopgAdapter", ("postgresql+psycopg", "postgresql+psycopg_async")),  # noqa: E501
+    DriverEntry("psycopg2", "postgresql", "psycopg2", "psycopg2", "Psycopg2Adapter", None, ("postgresql+psycopg2",)),  # noqa: E501
+    DriverEntry("asyncpg", "postgresql", "asyncpg", "asyncpg", None, "AsyncpgAdapter", ("postgresql+asyncpg",)),  # noqa: E501
+    DriverEntry("pymysql", "mysql", "pymysql", "pymysql", "PyMySQLAdapter", None, ("mysql+pymysql", "mariadb+pymysql")),  # noqa: E501
+    DriverEntry("mysql_connector", "mysql", "mysql.connector", "mysql-connector", "MySQLConnectorAdapter", None, ("mysql+mysqlconnector", "mariadb+mysqlconnector")),  # noqa: E501
+    DriverEntry("aiomysql", "mysql", "aiomysql", "aiomysql", None, "AiomysqlAdapter", ("mysql+aiomysql", "mariadb+aiomysql")),  # noqa: E501
+)}
+# fmt: on
 
 
 def _entry(name: str) -> DriverEntry:

@@ -378,27 +378,8 @@ def pool(
         :func:`connect`.
     :raises ConfigurationError: a bad argument, named in the message.
     """
-    from warmdb.pools.psycopg import make_pool
-
-    return make_pool(
-        sync=True,
-        conninfo=conninfo,
-        kwargs=kwargs,
-        policy=policy,
-        custom_credentials_provider=custom_credentials_provider,
-        adapter=_sync(connection_class),
-        min_size=min_size,
-        max_size=max_size,
-        timeout=timeout,
-        max_waiting=max_waiting,
-        reconnect_timeout=reconnect_timeout,
-        num_workers=num_workers,
-        open=open,
-        name=name,
-        reconnect_failed=reconnect_failed,
-        configure=configure,
-        reset=reset,
-    )
+    # The parameters, by name, as _pool takes them (both fronts share one body).
+    return _pool(sync=True, **locals())
 
 
 def pool_async(
@@ -427,24 +408,13 @@ def pool_async(
     or ``open=False`` and ``await pool.open()``. A ``password`` callable may return an
     awaitable.
     """
+    # The parameters, by name, as _pool takes them (both fronts share one body).
+    return _pool(sync=False, **locals())
+
+
+def _pool(*, sync: bool, connection_class: type, **arguments: Any) -> Any:
+    """What :func:`pool` and :func:`pool_async` do, with their arguments by name."""
     from warmdb.pools.psycopg import make_pool
 
-    return make_pool(
-        sync=False,
-        conninfo=conninfo,
-        kwargs=kwargs,
-        policy=policy,
-        custom_credentials_provider=custom_credentials_provider,
-        adapter=_async(connection_class),
-        min_size=min_size,
-        max_size=max_size,
-        timeout=timeout,
-        max_waiting=max_waiting,
-        reconnect_timeout=reconnect_timeout,
-        num_workers=num_workers,
-        open=open,
-        name=name,
-        reconnect_failed=reconnect_failed,
-        configure=configure,
-        reset=reset,
-    )
+    adapter = _sync(connection_class) if sync else _async(connection_class)
+    return make_pool(sync=sync, adapter=adapter, **arguments)

@@ -119,20 +119,8 @@ def create_engine(
         :func:`sqlalchemy.create_engine` argument (``isolation_level``, ``pool_pre_ping``...).
     :raises ConfigurationError: bad or contradictory arguments (also those SQLAlchemy refuses).
     """
-    setup = _EngineSetup(
-        url,
-        driver,
-        is_async=False,
-        policy=policy,
-        custom_credentials_provider=custom_credentials_provider,
-        poolclass=poolclass,
-        pool_size=pool_size,
-        max_overflow=max_overflow,
-        pool_timeout=pool_timeout,
-        connect_args=connect_args,
-        echo=echo,
-        kwargs=kwargs,
-    )
+    # The parameters, by name, as _EngineSetup takes them (both fronts share one body).
+    setup = _EngineSetup(is_async=False, **locals())
     engine = setup.build(sqlalchemy.create_engine)
     setup.install(engine)
     return engine
@@ -162,22 +150,10 @@ def create_async_engine(
     asyncpg connections belong to the event loop that opened them: share an engine only
     within one loop (``poolclass=NullPool`` for ``asyncio.run()`` per invocation).
     """
+    # The parameters, by name, as _EngineSetup takes them (both fronts share one body).
+    setup = _EngineSetup(is_async=True, **locals())
     from sqlalchemy.ext.asyncio import create_async_engine as sa_create_async_engine
 
-    setup = _EngineSetup(
-        url,
-        driver,
-        is_async=True,
-        policy=policy,
-        custom_credentials_provider=custom_credentials_provider,
-        poolclass=poolclass,
-        pool_size=pool_size,
-        max_overflow=max_overflow,
-        pool_timeout=pool_timeout,
-        connect_args=connect_args,
-        echo=echo,
-        kwargs=kwargs,
-    )
     engine = setup.build(sa_create_async_engine)
     setup.install(engine.sync_engine)
     return engine
@@ -188,9 +164,9 @@ class _EngineSetup:
 
     def __init__(
         self,
+        *,
         url: str | URL | None,
         driver: str | None,
-        *,
         is_async: bool,
         policy: Policy | None,
         custom_credentials_provider: object | None,

@@ -38,21 +38,23 @@ import select
 import threading
 import time
 import types
+from functools import partial
 
 from warmdb import events
 from warmdb._connect import open_connection, open_connection_async
+from warmdb._steps import run, run_async
 from warmdb.errors import UsageError
 from warmdb.policy import random_fraction as _random_fraction
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import asyncio
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Generator
     from contextlib import AbstractAsyncContextManager, AbstractContextManager
     from typing import Any, Generic, TypeVar
 
     from warmdb._connect import ConnectPlan
-    from warmdb.drivers import Adapter, AsyncAdapter, SyncAdapter
+    from warmdb.drivers import Adapter, AsyncAdapter
     from warmdb.policy import Policy
 
     C = TypeVar("C")
@@ -181,16 +183,9 @@ def judge(
         (``"ping-failed"`` when the ping raised).
     """
     action = decide(kept, now, policy, adapter, conn)
-    if action == REUSE:
-        return None
     if action != PING:
-        return action
-    try:
-        ping(conn)
-    except Exception:
-        return "ping-failed"
-    kept.last_used = now  # it answered: idle from now
-    return None
+        return None if action == REUSE else action
+    return run(_ping_steps(kept, now, partial(ping, conn)))
 
 
 async def judge_async(
@@ -203,12 +198,18 @@ async def judge_async(
 ) -> str | None:
     """:func:`judge` with an async *ping*."""
     action = decide(kept, now, policy, adapter, conn)
-    if action == REUSE:
-        return None
     if action != PING:
-        return action
+        return None if action == REUSE else action
+    return await run_async(_ping_steps(kept, now, partial(ping, conn)))
+
+
+def _ping_steps(
+    kept: KeptConnection, now: float, ping: Callable[[], Any]
+) -> Generator[Callable[[], Any], Any, str | None]:
+    """Ping a connection due for it: ``None`` if it answered (idle from *now* on), else
+    ``"ping-failed"``."""
     try:
-        await ping(conn)
+        yield ping
     except Exception:
         return "ping-failed"
     kept.last_used = now
@@ -231,7 +232,12 @@ def report_recycle(plan: ConnectPlan, kept: KeptConnection, reason: str, now: fl
 
 
 class _KeeperBase(_Base["C"]):
-    """State and reporting shared by :class:`Keeper` and :class:`AsyncKeeper`."""
+    """What :class:`Keeper` and :class:`AsyncKeeper` share: the record, reporting, and the
+    checkout, release and close procedures as steps (:mod:`warmdb._steps`) that each front
+    performs its way."""
+
+    #: opens a connection for the plan: warmdb._connect's sync or async function
+    _open: Callable[[ConnectPlan], Any]
 
     def __init__(
         self,
@@ -270,32 +276,54 @@ class _KeeperBase(_Base["C"]):
         """Whether a connection is kept (it is checked only at the next checkout)."""
         return self._conn is not None
 
-    def _forget(self, reason: str) -> Any:
-        """Drop the kept connection from the record, report why; return it for closing."""
+    def _forget(self, reason: str | None) -> Any:
+        """Drop the kept connection from the record, report why (``None``: a close asked
+        for, not a recycle); return it for closing."""
         conn, kept = self._conn, self._kept
         self._conn = self._kept = None
-        if kept is not None:
+        if kept is not None and reason is not None:
             report_recycle(self.plan, kept, reason, self._clock())
         return conn
 
-    def _keep(self, conn: Any) -> None:
+    def _checkout_steps(self) -> Generator[Callable[[], Any], Any, C]:
+        adapter = self.plan.adapter
+        conn, kept = self._conn, self._kept
+        if conn is not None and kept is not None:
+            now = self._clock()
+            action = decide(kept, now, self._checkout_policy, adapter, conn)
+            if action == PING:
+                action = (yield from _ping_steps(kept, now, partial(adapter.ping, conn))) or REUSE
+            if action == REUSE:
+                return conn
+            yield partial(adapter.close, self._forget(action))
+        conn = yield partial(self._open, self.plan)
         self._conn = conn
         self._kept = KeptConnection(self._clock(), self.policy, self._random())
+        return conn
 
-    def _release_action(self, exc: BaseException | None) -> str | None:
-        """What to do with the connection at the end of a checkout: ``None`` to reset and
-        keep it, ``"close"`` to close it without a record (close() was called inside the
-        checkout), or a recycle reason."""
+    def _release_steps(self, exc: BaseException | None) -> Generator[Callable[[], Any], Any, None]:
+        adapter = self.plan.adapter
+        conn = self._conn
+        if conn is None:
+            return
         if self._close_at_release:
             self._close_at_release = False
-            return "close"
-        if exc is not None and self.plan.adapter.is_broken_by(self._conn, exc):
-            return "broken"
-        return None
-
-    def _checked_in(self) -> None:
+            yield partial(adapter.close, self._forget(None))
+            return
+        if exc is not None and adapter.is_broken_by(conn, exc):
+            yield partial(adapter.close, self._forget("broken"))
+            return
+        try:
+            yield partial(adapter.reset, conn)
+        except Exception:
+            yield partial(adapter.close, self._forget("broken"))
+            return
         if self._kept is not None:
             self._kept.last_used = self._clock()
+
+    def _close_steps(self) -> Generator[Callable[[], Any], Any, None]:
+        if self._conn is not None:
+            yield partial(self.plan.adapter.close, self._forget(None))
 
     def __repr__(self) -> str:
         state = "connected" if self._conn is not None else "not connected"
@@ -315,6 +343,8 @@ class Keeper(_KeeperBase["C"]):
     :param random_fraction: source of the lifetime jitter (injectable for tests).
     """
 
+    _open = staticmethod(open_connection)
+
     def __init__(
         self,
         plan: ConnectPlan,
@@ -323,7 +353,6 @@ class Keeper(_KeeperBase["C"]):
         random_fraction: Callable[[], float] = _random_fraction,
     ) -> None:
         super().__init__(plan, clock=clock, random_fraction=random_fraction)
-        self._adapter: SyncAdapter = plan.adapter
         self._lock = threading.Lock()
         self._owner: int | None = None
 
@@ -335,52 +364,22 @@ class Keeper(_KeeperBase["C"]):
         """
         return _Checkout(self)
 
-    def _acquire(self) -> Any:
+    def _acquire(self) -> C:
         me = threading.get_ident()
         if self._owner == me:
             raise UsageError("nested checkout: this thread already holds the kept connection")
         self._lock.acquire()
         self._owner = me
         try:
-            return self._checkout()
+            return run(self._checkout_steps())
         except BaseException:
             self._owner = None
             self._lock.release()
             raise
 
-    def _checkout(self) -> Any:
-        adapter = self._adapter
-        conn = self._conn
-        if conn is not None:
-            assert self._kept is not None
-            now = self._clock()
-            reason = judge(self._kept, now, self._checkout_policy, adapter, conn, adapter.ping)
-            if reason is None:
-                return conn
-            adapter.close(self._forget(reason))
-        conn = open_connection(self.plan)
-        self._keep(conn)
-        return conn
-
     def _release(self, exc: BaseException | None) -> None:
         try:
-            if self._conn is None:
-                return
-            adapter = self._adapter
-            action = self._release_action(exc)
-            if action == "close":
-                adapter.close(self._conn)
-                self._conn = self._kept = None
-                return
-            if action is not None:
-                adapter.close(self._forget(action))
-                return
-            try:
-                adapter.reset(self._conn)
-            except Exception:
-                adapter.close(self._forget("broken"))
-                return
-            self._checked_in()
+            run(self._release_steps(exc))
         finally:
             self._owner = None
             self._lock.release()
@@ -395,9 +394,7 @@ class Keeper(_KeeperBase["C"]):
             self._close_at_release = True
             return
         with self._lock:
-            conn, self._conn, self._kept = self._conn, None, None
-            if conn is not None:
-                self._adapter.close(conn)
+            run(self._close_steps())
 
 
 class _Checkout:
@@ -405,7 +402,7 @@ class _Checkout:
 
     __slots__ = ("_keeper",)
 
-    def __init__(self, keeper: Keeper) -> None:
+    def __init__(self, keeper: Keeper[Any]) -> None:
         self._keeper = keeper
 
     def __enter__(self) -> Any:
@@ -426,6 +423,8 @@ class AsyncKeeper(_KeeperBase["C"]):
     The parameters are those of :class:`Keeper`.
     """
 
+    _open = staticmethod(open_connection_async)
+
     def __init__(
         self,
         plan: ConnectPlan,
@@ -434,7 +433,6 @@ class AsyncKeeper(_KeeperBase["C"]):
         random_fraction: Callable[[], float] = _random_fraction,
     ) -> None:
         super().__init__(plan, clock=clock, random_fraction=random_fraction)
-        self._adapter: AsyncAdapter = plan.adapter
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
         self._owner: asyncio.Task[Any] | None = None
@@ -453,15 +451,16 @@ class AsyncKeeper(_KeeperBase["C"]):
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             # A new loop: the old lock is unusable, and so is a connection bound to the old loop.
-            if self._conn is not None and self._adapter.loop_bound:
-                self._adapter.abandon(self._forget("loop-changed"))
+            adapter: AsyncAdapter = self.plan.adapter
+            if self._conn is not None and adapter.loop_bound:
+                adapter.abandon(self._forget("loop-changed"))
             self._loop = loop
             self._lock = asyncio.Lock()
             self._owner = None
         assert self._lock is not None
         return self._lock
 
-    async def _acquire(self) -> Any:
+    async def _acquire(self) -> C:
         import asyncio
 
         lock = self._loop_lock()
@@ -471,48 +470,16 @@ class AsyncKeeper(_KeeperBase["C"]):
         await lock.acquire()
         self._owner = task
         try:
-            return await self._checkout()
+            return await run_async(self._checkout_steps())
         except BaseException:
             self._owner = None
             lock.release()
             raise
 
-    async def _checkout(self) -> Any:
-        adapter = self._adapter
-        conn = self._conn
-        if conn is not None:
-            assert self._kept is not None
-            now = self._clock()
-            reason = await judge_async(
-                self._kept, now, self._checkout_policy, adapter, conn, adapter.ping
-            )
-            if reason is None:
-                return conn
-            await adapter.close(self._forget(reason))
-        conn = await open_connection_async(self.plan)
-        self._keep(conn)
-        return conn
-
     async def _release(self, exc: BaseException | None) -> None:
         lock = self._lock
         try:
-            if self._conn is None:
-                return
-            adapter = self._adapter
-            action = self._release_action(exc)
-            if action == "close":
-                await adapter.close(self._conn)
-                self._conn = self._kept = None
-                return
-            if action is not None:
-                await adapter.close(self._forget(action))
-                return
-            try:
-                await adapter.reset(self._conn)
-            except Exception:
-                await adapter.close(self._forget("broken"))
-                return
-            self._checked_in()
+            await run_async(self._release_steps(exc))
         finally:
             self._owner = None
             if lock is not None and lock.locked():
@@ -531,9 +498,7 @@ class AsyncKeeper(_KeeperBase["C"]):
             self._close_at_release = True
             return
         async with lock:
-            conn, self._conn, self._kept = self._conn, None, None
-            if conn is not None:
-                await self._adapter.close(conn)
+            await run_async(self._close_steps())
 
 
 class _AsyncCheckout:
@@ -541,7 +506,7 @@ class _AsyncCheckout:
 
     __slots__ = ("_keeper",)
 
-    def __init__(self, keeper: AsyncKeeper) -> None:
+    def __init__(self, keeper: AsyncKeeper[Any]) -> None:
         self._keeper = keeper
 
     async def __aenter__(self) -> Any:

@@ -64,7 +64,7 @@ def test_no_secret_in_logs_reprs_or_errors(
 
 def test_driver_text_with_the_token_is_redacted(aws_credentials, frozen_clock):
     """Should a driver ever echo the password, warmdb's error hides it and drops the cause."""
-    from warmdb._connect import raise_connect_error
+    from warmdb._connect import connect_error
 
     plan = ConnectPlan(
         None, {"host": "127.0.0.1", "auth": "dsql", "region": REGION}, adapter=Psycopg2Adapter()
@@ -76,7 +76,8 @@ def test_driver_text_with_the_token_is_redacted(aws_credentials, frozen_clock):
         try:
             raise leaky
         except RuntimeError as exc:
-            raise_connect_error(exc, plan, token)
+            error = connect_error(exc, plan, token)
+        raise error
 
     with pytest.raises(warmdb.ConnectError) as caught:
         fail_like_a_leaky_driver()
@@ -85,6 +86,7 @@ def test_driver_text_with_the_token_is_redacted(aws_credentials, frozen_clock):
     for secret in forbidden_strings(token):
         assert secret not in text
     assert caught.value.__cause__ is None
+    assert caught.value.__context__ is None
 
 
 def test_credentials_repr_masks_everything():

@@ -16,9 +16,9 @@ from tests.conftest import SECRET_KEY, SESSION_TOKEN
 from tests.integration.drivers import DRIVERS, connect_and_query
 from tests.integration.test_connect import REGION, token_for
 from warmdb._connect import ConnectPlan
-from warmdb.psycopg2 import Psycopg2Adapter
 from warmdb.auth.credentials import Credentials, from_environment
 from warmdb.policy import DSQL
+from warmdb.psycopg2 import Psycopg2Adapter
 
 NO_RETRY = DSQL.replace(retry_timeout=0)
 

@@ -19,6 +19,7 @@ import warmdb.aiomysql
 import warmdb.mysql_connector
 import warmdb.pymysql
 import warmdb.sqlalchemy
+from warmdb import drivers
 from warmdb.auth.tokens import TOKEN_CACHE
 from warmdb.emulator.mysql.service import MySQLEmulator
 
@@ -82,10 +83,11 @@ class Front:
     connection out, runs *sql* and gives the connection back."""
 
     def __init__(self, name: str, kwargs: dict[str, object]) -> None:
+        self.name = name
         self.driver, self.kind = name.rsplit("-", 1)
         module = MODULES[self.driver]
-        self.adapter = module._plan(None, dict(kwargs), None, kwargs.get("policy")).adapter
         self.is_async = self.driver == "aiomysql"
+        self.adapter = drivers.adapter_class(self.driver, is_async=self.is_async)()
         self.loop = asyncio.new_event_loop() if self.is_async else None
         kwargs = dict(kwargs)
         if self.kind == "keeper":

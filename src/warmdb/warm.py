@@ -234,7 +234,13 @@ def report_recycle(plan: ConnectPlan, kept: KeptConnection, reason: str, now: fl
 class _KeeperBase(_Base["C"]):
     """What :class:`Keeper` and :class:`AsyncKeeper` share: the record, reporting, and the
     checkout, release and close procedures as steps (:mod:`warmdb._steps`) that each front
-    performs its way."""
+    performs its way.
+
+    :param plan: the driver's adapter, the resolved endpoint, credentials and
+        :class:`~warmdb.policy.Policy`.
+    :param clock: monotonic seconds (injectable for tests).
+    :param random_fraction: source of the lifetime jitter (injectable for tests).
+    """
 
     #: opens a connection for the plan: warmdb._connect's sync or async function
     _open: Callable[[ConnectPlan], Any]
@@ -243,8 +249,8 @@ class _KeeperBase(_Base["C"]):
         self,
         plan: ConnectPlan,
         *,
-        clock: Callable[[], float],
-        random_fraction: Callable[[], float],
+        clock: Callable[[], float] = time.monotonic,
+        random_fraction: Callable[[], float] = _random_fraction,
     ) -> None:
         self.plan = plan
         # A keeper is checked out once per invocation, next to milliseconds of fixed cost: it
@@ -335,24 +341,14 @@ class Keeper(_KeeperBase["C"]):
 
     One checkout at a time: a second thread waits for the first to hand the connection back;
     a nested checkout in the same thread is a :class:`~warmdb.UsageError`. Use a pool for
-    concurrent work.
-
-    :param plan: the driver's adapter, the resolved endpoint, credentials and
-        :class:`~warmdb.policy.Policy`.
-    :param clock: monotonic seconds (injectable for tests).
-    :param random_fraction: source of the lifetime jitter (injectable for tests).
+    concurrent work. The parameters are those of the shared base (``plan``, ``clock``,
+    ``random_fraction``).
     """
 
     _open = staticmethod(open_connection)
 
-    def __init__(
-        self,
-        plan: ConnectPlan,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        random_fraction: Callable[[], float] = _random_fraction,
-    ) -> None:
-        super().__init__(plan, clock=clock, random_fraction=random_fraction)
+    def __init__(self, plan: ConnectPlan, **options: Any) -> None:
+        super().__init__(plan, **options)
         self._lock = threading.Lock()
         self._owner: int | None = None
 
@@ -418,21 +414,14 @@ class AsyncKeeper(_KeeperBase["C"]):
     Checkouts in one event loop wait for each other. For drivers whose connections belong
     to the event loop that opened them (asyncpg: ``adapter.loop_bound``), a connection is
     abandoned and replaced, reason ``"loop-changed"``, when the running loop is not the one
-    it was opened in (``asyncio.run()`` per invocation).
-
-    The parameters are those of :class:`Keeper`.
+    it was opened in (``asyncio.run()`` per invocation). The parameters are those of
+    :class:`Keeper`.
     """
 
     _open = staticmethod(open_connection_async)
 
-    def __init__(
-        self,
-        plan: ConnectPlan,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        random_fraction: Callable[[], float] = _random_fraction,
-    ) -> None:
-        super().__init__(plan, clock=clock, random_fraction=random_fraction)
+    def __init__(self, plan: ConnectPlan, **options: Any) -> None:
+        super().__init__(plan, **options)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
         self._owner: asyncio.Task[Any] | None = None

@@ -80,9 +80,8 @@ def test_seed_004_proxy_idle_timeout(monkeypatch, recorder):
         time.sleep(0.1)  # the proxy's close reaches the clients' sockets
 
         # SQLAlchemy alone hands out the dead pooled connection: seed 004's error.
-        with pytest.raises(sqlalchemy.exc.OperationalError) as caught:
-            with naive.connect() as conn:
-                conn.execute(text("SELECT 1"))
+        with pytest.raises(sqlalchemy.exc.OperationalError) as caught, naive.connect() as conn:
+            conn.execute(text("SELECT 1"))
         assert caught.value.orig.args[0] == 2013
         assert "Lost connection to MySQL server during query" in str(caught.value)
 

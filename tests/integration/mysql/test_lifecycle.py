@@ -1,0 +1,137 @@
+"""The PostgreSQL side's lifecycle tests for the MySQL drivers: a killed backend, a connect
+spike past the server's connection limit, a long job across many lifetimes, and work that
+fails inside a checkout."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+import warmdb
+from tests.integration.emulator.mysql.conftest import emulator
+from tests.integration.mysql.conftest import DRIVERS, FRONTS, MODULES, front, iam_kwargs, kill
+from warmdb import events
+from warmdb.policy import RDS
+
+
+@pytest.fixture(autouse=True)
+def fresh_counts():
+    events.reset_counts()
+    yield
+    events.reset_counts()
+
+
+def wait_for(predicate, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("name", FRONTS)
+def test_backend_killed_between_checkouts_is_replaced(name, rds, rds_kwargs):
+    """KILL from MariaDB's side (an operator, a fail-over): the emulator closes the client's
+    connection, and the next checkout replaces it without an error and without a round trip."""
+    policy = RDS.replace(poll_after_idle=0.0)
+    with front(name, {**rds_kwargs, "policy": policy}) as face:
+        first = face.connection_id()
+        closed = rds.stats.upstream_closed
+        kill(rds, first)
+        wait_for(lambda: rds.stats.upstream_closed > closed)
+        time.sleep(0.05)  # the emulator's close reaches the client's socket
+        second = face.connection_id()
+        assert second != first
+        assert face.connection_id() == second
+
+
+@pytest.mark.parametrize("name", FRONTS)
+def test_a_sql_error_keeps_the_connection_a_broken_one_is_replaced(name, rds, rds_kwargs):
+    """Work that fails is never retried behind the caller's back; a server error leaves the
+    connection in use, a connection killed under a query is replaced at the next checkout."""
+    with front(name, {**rds_kwargs, "policy": RDS.replace(poll_after_idle=None)}) as face:
+        first = face.connection_id()
+        with pytest.raises(Exception) as caught:
+            face.query("SELECT * FROM no_such_table")
+        assert "1046" in str(caught.value) or "1146" in str(caught.value)
+        assert face.connection_id() == first
+        # Killed while it sleeps in a query: the query fails, the next checkout reconnects.
+        killer = threading.Timer(0.3, kill, (rds, first))
+        killer.start()
+        with pytest.raises(Exception) as caught:
+            face.query("SELECT SLEEP(5)")
+        killer.join()
+        assert face.connection_id() != first
+
+
+# Spike: more connects at once than MariaDB's max_connections -----------------------------
+
+MAX_CONNECTIONS = 10
+WORKERS = 24
+CONNECTS_PER_WORKER = 3
+
+
+def spike_sync(driver: str, kwargs: dict[str, object]) -> list[BaseException]:
+    module = MODULES[driver]
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    start = threading.Barrier(WORKERS)
+
+    def worker() -> None:
+        start.wait()
+        for _ in range(CONNECTS_PER_WORKER):
+            try:
+                conn = module.connect(**kwargs)
+                time.sleep(0.05)  # hold it, so the connections overlap
+                conn.close()
+            except BaseException as exc:  # collected: the test reports every failure
+                with lock:
+                    errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(WORKERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
+async def spike_async(kwargs: dict[str, object]) -> list[BaseException]:
+    async def worker() -> None:
+        for _ in range(CONNECTS_PER_WORKER):
+            conn = await warmdb.aiomysql.connect(**kwargs)
+            await asyncio.sleep(0.05)
+            conn.close()
+
+    results = await asyncio.gather(*(worker() for _ in range(WORKERS)), return_exceptions=True)
+    return [r for r in results if isinstance(r, BaseException)]
+
+
+@pytest.fixture(scope="module")
+def small_rds():
+    with emulator(max_connections=MAX_CONNECTIONS) as started:
+        yield started
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_spike_past_max_connections_is_retried(driver, small_rds, monkeypatch):
+    """24 clients at once against 10 connections: the excess get 1040 "Too many connections",
+    which warmdb retries with backoff until every connect succeeds. Tokens are reused, so
+    RDS's IAM connect ceiling counts one token verification, not 72."""
+    kwargs = {**iam_kwargs(small_rds, monkeypatch), "policy": RDS.replace(retry_timeout=30.0)}
+    before = small_rds.stats
+    if driver == "aiomysql":
+        errors = asyncio.run(spike_async(kwargs))
+    else:
+        errors = spike_sync(driver, kwargs)
+    assert errors == []
+    after = small_rds.stats
+    total = WORKERS * CONNECTS_PER_WORKER
+    assert after.accepted - before.accepted >= total
+    retried = events.counts().get("retries.too-many-connections", 0)
+    assert retried > 0, "the spike never hit max_connections: test too small"
+    assert after.rejected.get("upstream", 0) - before.rejected.get("upstream", 0) == retried
+    assert after.reused_tokens - before.reused_tokens >= total - 1
+    assert events.counts()["connects"] == total

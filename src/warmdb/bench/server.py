@@ -8,7 +8,9 @@ connect path. The concurrency mode keeps it in process, for its live connection 
 credentials go into the process environment for the run, as Lambda does:
 ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN`` (temporary
 credentials, so tokens are as long as on Lambda).
-warmdb connects to ``127.0.0.1`` with ``auth="dsql"`` and ``sslmode=require``.
+warmdb connects to ``localhost`` with ``auth="dsql"`` and ``sslmode=require``: by name, so
+that the drivers send SNI, which DSQL and the emulator require (the emulator accepts tokens
+signed for ``localhost``).
 
 The baselines log in as they would in real life:
 
@@ -110,9 +112,9 @@ class BenchServer:
 def embedded(emulator: Emulator) -> BenchServer:
     """A :class:`BenchServer` for a running *emulator*."""
     return BenchServer(
-        description=f"embedded DSQL emulator on 127.0.0.1:{emulator.port} (TLS, IAM tokens)",
+        description=f"embedded DSQL emulator on localhost:{emulator.port} (TLS, IAM tokens)",
         kwargs={
-            "host": "127.0.0.1",
+            "host": "localhost",
             "port": emulator.port,
             "auth": "dsql",
             "region": emulator.region,
@@ -194,10 +196,10 @@ def open_server(
     process = EmulatorProcess().start()
     info = process.info
     return BenchServer(
-        description=f"embedded DSQL emulator on 127.0.0.1:{info['port']} (TLS, IAM tokens; "
+        description=f"embedded DSQL emulator on localhost:{info['port']} (TLS, IAM tokens; "
         "own process)",
         kwargs={
-            "host": "127.0.0.1",
+            "host": "localhost",
             "port": info["port"],
             "auth": "dsql",
             "region": info["region"],

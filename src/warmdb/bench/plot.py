@@ -38,8 +38,10 @@ def plot(result: RunResult, path: str) -> None:
     drivers = [d for d in result.drivers() if any(c.driver == d for c in result.cells)]
     patterns = [p for p in PATTERNS if any(c.pattern == p for c in result.cells)]
     has_cold = bool(result.cold)
+    # Taller with more bars, so that seven drivers x six patterns stay readable.
+    height_in = max(5.5, 1.5 + 0.13 * max(len(drivers) * len(patterns), len(result.cold)))
     fig, axes = plt.subplots(
-        1, 2 if has_cold else 1, figsize=(14 if has_cold else 8, 5.5), squeeze=False
+        1, 2 if has_cold else 1, figsize=(14 if has_cold else 8, height_in), squeeze=False
     )
     ax = axes[0][0]
     colors = plt.get_cmap("tab10")

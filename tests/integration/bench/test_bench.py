@@ -179,3 +179,40 @@ def test_via_sidecar_the_server_sees_fewer_connections(tmp_path):
     assert runs["sidecar"]["failed"] == 0
     assert runs["direct"]["peak_server_connections"] >= 28
     assert runs["sidecar"]["peak_server_connections"] <= 20
+
+
+def test_against_a_host_with_connect_arguments(tmp_path, monkeypatch):
+    # A "real endpoint" as a user names it: host, port, auth, region and any connect() option.
+    from warmdb.emulator.service import Emulator
+
+    with Emulator(temporary_credentials=True) as dsql:
+        keys = dsql.credentials
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", keys.access_key)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", keys.secret_key)
+        monkeypatch.setenv("AWS_SESSION_TOKEN", keys.token or "")
+        path = tmp_path / "host.json"
+        status = main(
+            [
+                "bench",
+                "--host", "localhost",
+                "--port", str(dsql.port),
+                "--auth", "dsql",
+                "--region", dsql.region,
+                "-o", "application_name=warmdb-bench",
+                "--drivers", "psycopg2",
+                "--patterns", "raw,connect,cold",
+                "--iterations", "3",
+                "--cold-samples", "1",
+                "--json", str(path),
+                "--no-progress",
+            ]
+        )  # fmt: skip
+        accepted = dsql.stats.accepted
+        port = dsql.port
+    assert status == 0
+    data = json.loads(path.read_text())
+    assert data["environment"]["endpoint"] == f"localhost:{port}"
+    assert {c["pattern"] for c in data["cells"]} == {"raw", "connect"}
+    assert {c["variant"] for c in data["cold"]} == {"raw", "warmdb"}
+    # 2 patterns x (1 warm-up + 3 timed) in process, 2 variants x 2 cold processes, 1 token.
+    assert accepted >= 2 * 4 + 2 * 2

@@ -11,8 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import mysql.connector
+import pymysql
 import pytest
 import sqlalchemy
+import sqlalchemy.exc
 from sqlalchemy import text
 
 import warmdb.aiomysql
@@ -34,6 +37,8 @@ DIALECTS = {
     "mysql_connector": "mysql+mysqlconnector",
     "aiomysql": "mysql+aiomysql",
 }
+#: What a failed query raises through any front: the drivers' errors, SQLAlchemy's wrapper.
+QUERY_ERRORS = (pymysql.err.MySQLError, mysql.connector.Error, sqlalchemy.exc.DBAPIError)
 #: Every (driver, front) pair: keepers and engines for all, warmdb's pool for the sync ones.
 FRONTS = [
     *(f"{driver}-keeper" for driver in DRIVERS),
@@ -152,8 +157,6 @@ def front(name: str, kwargs: dict[str, object]):
 
 def kill(rds: MySQLEmulator, connection_id: int) -> None:
     """End a connection from MariaDB's side, as an operator or a fail-over would."""
-    import pymysql
-
     with (
         contextlib.closing(
             pymysql.connect(unix_socket=rds.upstream.socket_path, user="root")
@@ -166,7 +169,6 @@ def kill(rds: MySQLEmulator, connection_id: int) -> None:
 def plain_engine(rds: MySQLEmulator, **engine_kwargs) -> sqlalchemy.engine.Engine:
     """Seed 004's engine without warmdb: SQLAlchemy's pool, a token per connect through
     ``creator=``, no recycle, no pre-ping."""
-    import pymysql
 
     def creator():
         return pymysql.connect(**rds.connection_params(), connect_timeout=10)

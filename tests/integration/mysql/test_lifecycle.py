@@ -12,7 +12,15 @@ import pytest
 
 import warmdb
 from tests.integration.emulator.mysql.conftest import emulator
-from tests.integration.mysql.conftest import DRIVERS, FRONTS, MODULES, front, iam_kwargs, kill
+from tests.integration.mysql.conftest import (
+    DRIVERS,
+    FRONTS,
+    MODULES,
+    QUERY_ERRORS,
+    front,
+    iam_kwargs,
+    kill,
+)
 from warmdb import events
 from warmdb.policy import RDS
 
@@ -53,14 +61,14 @@ def test_a_sql_error_keeps_the_connection_a_broken_one_is_replaced(name, rds, rd
     connection in use, a connection killed under a query is replaced at the next checkout."""
     with front(name, {**rds_kwargs, "policy": RDS.replace(poll_after_idle=None)}) as face:
         first = face.connection_id()
-        with pytest.raises(Exception) as caught:
+        with pytest.raises(QUERY_ERRORS) as caught:
             face.query("SELECT * FROM no_such_table")
         assert "1046" in str(caught.value) or "1146" in str(caught.value)
         assert face.connection_id() == first
         # Killed while it sleeps in a query: the query fails, the next checkout reconnects.
         killer = threading.Timer(0.3, kill, (rds, first))
         killer.start()
-        with pytest.raises(Exception) as caught:
+        with pytest.raises(QUERY_ERRORS) as caught:
             face.query("SELECT SLEEP(5)")
         killer.join()
         assert face.connection_id() != first

@@ -70,7 +70,7 @@ def test_a_scram_server_is_named_not_crashed_on(tls_server, make_role):
 
 def test_a_closed_port_is_a_tcp_error():
     # Nothing listens on port 9 (discard) here: the phase that failed is named.
-    with pytest.raises(ConnectError, match="TCP: 127.0.0.1:9"):
+    with pytest.raises(ConnectError, match=r"TCP: 127\.0\.0\.1:9"):
         probe_connect(
             host="127.0.0.1",
             port=9,

@@ -49,8 +49,8 @@ def lambda_handler(event: dict[str, Any] | None, context: object) -> dict[str, A
     """Run the matrix once; return its JSON, with this environment's cold start."""
     global _COLD
     from warmdb.bench import runner
-    from warmdb.bench.command import IN_PROCESS
     from warmdb.bench.report import render
+    from warmdb.bench.results import IN_PROCESS
     from warmdb.bench.variants import select_variants
 
     event = event or {}

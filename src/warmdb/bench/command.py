@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from warmdb.bench.results import IN_PROCESS, PATTERNS
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, NoReturn
@@ -35,8 +37,6 @@ p50 as a ratio to the raw driver and to aurora-dsql-python-connector. docs/bench
 how to read it.
 """
 
-#: Patterns measured in this process, then the cold start.
-IN_PROCESS = ("raw", "aurora-dsql", "connect", "warm", "pool", "sqlalchemy")
 #: The seed's hold, and how much shorter the default run holds (5 s becomes 0.1 s).
 DEFAULT_HOLD = 5.0
 DEFAULT_HOLD_SCALE = 0.02
@@ -165,7 +165,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--patterns",
         type=_names,
         metavar="NAME,...",
-        help=f"patterns among {','.join((*IN_PROCESS, 'cold'))}; default: all",
+        help=f"patterns among {','.join(PATTERNS)}; default: all",
     )
     add(
         "--cold-samples",
@@ -214,11 +214,10 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
     from warmdb.bench.runner import RunOptions
     from warmdb.bench.variants import select_variants
 
-    everything = (*IN_PROCESS, "cold")
-    patterns = args.patterns or list(everything)
-    unknown = [p for p in patterns if p not in everything]
+    patterns = args.patterns or list(PATTERNS)
+    unknown = [p for p in patterns if p not in PATTERNS]
     if unknown:
-        raise UsageError(f"unknown pattern {unknown[0]!r}: choose from {', '.join(everything)}")
+        raise UsageError(f"unknown pattern {unknown[0]!r}: choose from {', '.join(PATTERNS)}")
     if args.concurrency is None:
         for name in ("requests", "via_sidecar"):
             if getattr(args, name):

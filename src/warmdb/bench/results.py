@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BASELINES",
+    "IN_PROCESS",
     "PATTERNS",
     "Cell",
     "ColdCell",
@@ -33,8 +34,10 @@ __all__ = [
     "TargetCheck",
 ]
 
-#: Every pattern, in table order.
-PATTERNS = ("raw", "aurora-dsql", "connect", "warm", "pool", "sqlalchemy", "cold")
+#: The patterns timed in this process, in table order.
+IN_PROCESS = ("raw", "aurora-dsql", "connect", "warm", "pool", "sqlalchemy")
+#: Every pattern: those, then cold starts in fresh processes.
+PATTERNS = (*IN_PROCESS, "cold")
 #: The patterns that are not warmdb.
 BASELINES = ("raw", "aurora-dsql")
 

@@ -12,7 +12,7 @@ import os
 import platform
 from dataclasses import dataclass
 
-from warmdb.bench.results import RunResult, Skip
+from warmdb.bench.results import IN_PROCESS, RunResult, Skip
 from warmdb.bench.server import environment, open_server
 from warmdb.bench.targets import check_targets
 from warmdb.bench.variants import by_family
@@ -57,7 +57,7 @@ class RunOptions:
     variants: tuple[Variant, ...]
     iterations: int = 30
     query: str = "SELECT 1"
-    patterns: tuple[str, ...] = ("raw", "aurora-dsql", "connect", "warm", "pool", "sqlalchemy")
+    patterns: tuple[str, ...] = IN_PROCESS
     cold: bool = True
     cold_samples: int = 5
     concurrency: int | None = None

@@ -504,3 +504,37 @@ def test_rows_of_one_mib_are_split_by_size(admin, kwargs):
     assert result.batches == 3
     assert result.rows == 20
     assert count(admin, table) == (20, 20, 19)
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "asyncpg"])
+def test_copy_from_stdin_in_batches(admin, kwargs, driver):
+    """COPY ... FROM STDIN, which DSQL accepts, counts against the same limits: one COPY
+    of 5,000 rows is refused, write_batches' COPY batches are not."""
+    table = new_table(admin, "id int PRIMARY KEY, v int")
+    statement = f"COPY {table} (id, v) FROM STDIN"
+    if driver == "psycopg":
+        with warmdb.psycopg.connect(**kwargs) as conn:
+
+            def copy_all() -> None:
+                with conn.transaction(), conn.cursor() as cur, cur.copy(statement) as copy:
+                    for row in rows(5_000):
+                        copy.write_row(row)
+
+            with pytest.raises(psycopg.errors.ProgramLimitExceeded):
+                copy_all()
+            result = write_batches(conn, statement, rows(5_000))
+    else:
+
+        async def main():
+            conn = await warmdb.asyncpg.connect(**kwargs)
+            try:
+                # Bounded: a relay that stalls on COPY must fail the test, not hang it.
+                return await asyncio.wait_for(
+                    write_batches_async(conn, statement, rows(5_000)), timeout=30
+                )
+            finally:
+                conn.terminate()
+
+        result = asyncio.run(main())
+    assert (result.rows, result.batches) == (5_000, 2)
+    assert count(admin, table) == (5_000, 5_000, 4_999)

@@ -200,6 +200,8 @@ class Relay:
         self.status = status
         self.cycles: collections.deque[bytes | _Step | None] = collections.deque()
         self.client_partial = False
+        # Executes sent since the client's last Sync: none, and the status is still known.
+        self.partial_executes = 0
         self.deferred: bytes | None = None
         self.rejecting = False
         # What ends a refused sequence's transaction at its Sync, if anything.
@@ -209,7 +211,8 @@ class Relay:
         # Client messages held while the relay drives a statement, or waits for the
         # upstream to catch up before judging one.
         self.holding = False
-        self.held: list[bytes] = []
+        # With each, whether it was counted already (limits, statistics) before it was held.
+        self.held: list[tuple[bytes, bool]] = []
         #: Bytes of :attr:`held`: what the client sent that is neither sent nor refused.
         self.held_bytes = 0
         # The statements of the client Query being run one at a time; ``None`` when no
@@ -250,8 +253,9 @@ class Relay:
     def from_client(self, message: bytes) -> None:
         """Handle one whole client message: forward it, hold it, or refuse it."""
         kind = message[0]
-        if self.holding and not (self.copy_in and kind in _COPY_TYPES):
-            self.held.append(message)
+        # COPY data belongs to the COPY statement already sent, unless that is held too.
+        if self.holding and (self.held or kind not in _COPY_TYPES):
+            self.held.append((message, False))
             self.held_bytes += len(message)
             return
         if self.rejecting:
@@ -282,6 +286,10 @@ class Relay:
             self.txn_bytes += len(message)
             if self.txn_bytes > self.limits.transaction_bytes and self.violation is None:
                 self.violation = "transaction_size"
+        self._dispatch(kind, message)
+
+    def _dispatch(self, kind: int, message: bytes) -> None:
+        """Send a counted client message on, or judge it first."""
         if kind == _Q:
             if not sql_rules.is_plain_read(message[5:]):
                 self._query(message)
@@ -300,20 +308,36 @@ class Relay:
         if kind in (_Q, _S):
             self.cycles.append(None)
             self.client_partial = False
+            self.partial_executes = 0
             if self.deferred is not None:
                 deferred, self.deferred = self.deferred, None
                 self._inject(deferred)
         elif kind in _EXTENDED_TYPES:
             self.client_partial = True
+            if kind == _E:
+                self.partial_executes += 1
 
     def _is_synchronous(self) -> bool:
         """Whether no cycle is in flight, so the upstream's transaction status is known."""
         return not self.cycles and not self.client_partial
 
+    def _await_sync(self, message: bytes) -> None:
+        """Judge *message* once the upstream has answered everything sent before it.
+
+        An extended-protocol sequence the client left open (asyncpg prepares with Parse,
+        Describe and Flush, and sends the Sync later) is closed first with a Sync of the
+        relay's own: else its status would stay unknown until a Sync that may never come.
+        """
+        if self.client_partial and self.ext_step is None:
+            self._send_own(_SYNC)
+            self.client_partial = False
+            self.partial_executes = 0
+        self._hold(message)
+
     def _hold(self, message: bytes) -> None:
         """Wait for the upstream to catch up before judging *message*."""
         self.holding = True
-        self.held.append(message)
+        self.held.append((message, True))
         self.held_bytes += len(message)
 
     def _statement(self, kind: int, message: bytes) -> sql_rules.Statement:
@@ -390,7 +414,7 @@ class Relay:
             self._forward(_Q, message)
             return
         if not self._is_synchronous():
-            self._hold(message)
+            self._await_sync(message)
             return
         self.script = collections.deque(statements)
         self.script_multi = len(statements) > 1
@@ -497,6 +521,17 @@ class Relay:
     def _extended(self, statement: sql_rules.Statement, message: bytes) -> None:
         """A Parse or Bind of a statement the relay must judge or watch."""
         kind = message[0]
+        if (
+            self.client_partial
+            and self.ext_step is None
+            and not self.partial_executes
+            and (kind == _P or protocol.bind_statement(message))
+        ):
+            # Nothing ran since the client's last Sync: close its sequence and judge this
+            # message as the start of the next. (A Bind of the unnamed statement cannot be
+            # judged so: it must follow its Parse, with nothing in between.)
+            self._await_sync(message)
+            return
         if self.client_partial:
             # Inside a sequence the transaction status is not known: only refusals that
             # do not depend on it apply.
@@ -817,10 +852,18 @@ class Relay:
         self.holding = False
         held, self.held = self.held, []
         self.held_bytes = 0
-        for index, message in enumerate(held):
-            self.from_client(message)
-            if self.holding:
-                rest = held[index + 1 :]
-                self.held.extend(rest)
-                self.held_bytes += sum(map(len, rest))
-                return
+        # Each goes through again: held anew once a statement holds the session again
+        # (except the COPY data of a COPY just sent), in order.
+        for message, counted in held:
+            if not counted:
+                self.from_client(message)
+            elif self.holding:
+                self.held.append((message, True))
+                self.held_bytes += len(message)
+            else:
+                if self.txn_started is None:
+                    # The transaction it was counted in ended meanwhile (a Sync of the
+                    # relay's own): it starts the next one.
+                    self.txn_started = self.clock()
+                    self.txn_schema = self.schema_log.version
+                self._dispatch(message[0], message)

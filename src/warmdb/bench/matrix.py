@@ -8,13 +8,15 @@ An iteration times the connect (for reuse patterns: the checkout) and then the q
 :func:`time.perf_counter`, as the seeds' handler does; closing or giving the connection back
 is not timed.
 
-A pattern that cannot run (aurora-dsql not installed, a driver SQLAlchemy does not serve)
-becomes a :class:`~warmdb.bench.results.Skip` with the reason, before the loop starts.
+The whole run of a variant is written once, as a generator of I/O steps
+(:mod:`warmdb._steps`): a sync variant performs them with blocking calls, an async one awaits
+them, so both are timed by the same code. A pattern that cannot run (aurora-dsql not
+installed, a driver without a pool) or that fails mid-run becomes a
+:class:`~warmdb.bench.results.Skip` with the reason; the others go on.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import gc
@@ -23,22 +25,25 @@ import importlib.util
 import time
 from dataclasses import dataclass
 
+from warmdb._steps import run, run_async
 from warmdb.bench.results import Cell, Skip
 from warmdb.bench.stats import cell_stats
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+    from collections.abc import Callable, Generator, Iterator, Sequence
     from typing import Any
 
     from warmdb.bench.progress import Progress
     from warmdb.bench.server import BenchServer
     from warmdb.bench.variants import Variant
+    from warmdb.drivers import Adapter
 
-    SyncIteration = Callable[[], tuple[float, float]]
-    AsyncIteration = Callable[[], Awaitable[tuple[float, float]]]
+    Step = Callable[[], Any]
+    Steps = Generator[Step, Any, Any]
+    Timing = tuple[float, float]
 
-__all__ = ["MatrixOptions", "run_variant"]
+__all__ = ["MatrixOptions", "aurora_args", "run_variant"]
 
 _perf = time.perf_counter
 
@@ -78,213 +83,144 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-# Sync patterns ---------------------------------------------------------------------------------
+class _Io:
+    """How a variant enters and leaves context managers: ``with`` or ``async with``."""
+
+    def __init__(self, is_async: bool) -> None:
+        self.is_async = is_async
+
+    def enter(self, manager: Any) -> Step:
+        return manager.__aenter__ if self.is_async else manager.__enter__
+
+    def leave(self, manager: Any, exc: BaseException | None = None) -> Step:
+        leave = manager.__aexit__ if self.is_async else manager.__exit__
+        if exc is None:
+            return functools.partial(leave, None, None, None)
+        return functools.partial(leave, type(exc), exc, exc.__traceback__)
 
 
-@contextlib.contextmanager
-def _sync_cases(
-    variant: Variant, server: BenchServer, options: MatrixOptions, skips: list[Skip]
-) -> Iterator[dict[str, tuple[SyncIteration, float | None]]]:
-    """Open each sync pattern's resources; yield pattern -> (iteration, setup seconds)."""
-    adapter = variant.sync_adapter()
-    query = options.query
-    cases: dict[str, tuple[SyncIteration, float | None]] = {}
+@dataclass
+class _Case:
+    """One pattern, opened: its iteration (a generator of steps) and its setup time."""
 
-    def every_connect(connect: Callable[[], Any]) -> SyncIteration:
-        def iteration() -> tuple[float, float]:
-            started = _perf()
-            conn = connect()
-            connected = _perf()
-            try:
-                adapter.execute(conn, query)
-                return connected - started, _perf() - connected
-            finally:
-                adapter.close(conn)
-
-        return iteration
-
-    def checkout(checkout: Callable[[], contextlib.AbstractContextManager[Any]]) -> SyncIteration:
-        def iteration() -> tuple[float, float]:
-            started = _perf()
-            with checkout() as conn:
-                connected = _perf()
-                adapter.execute(conn, query)
-                done = _perf()
-            return connected - started, done - connected
-
-        return iteration
-
-    with contextlib.ExitStack() as stack:
-        for pattern in options.patterns:
-            try:
-                if pattern == "raw":
-                    from warmdb._connect import ConnectPlan
-
-                    plan = ConnectPlan(None, server.kwargs, adapter=adapter)
-                    params = adapter.connect_params(plan, options.static_password)
-                    cases[pattern] = (
-                        every_connect(functools.partial(adapter.connect_raw, params)),
-                        None,
-                    )
-                elif pattern == "aurora-dsql":
-                    kwargs, why = aurora_args(variant, server)
-                    if kwargs is None:
-                        skips.append(Skip(variant.name, pattern, why))
-                        continue
-                    aurora = importlib.import_module(variant.aurora_module)
-                    cases[pattern] = (
-                        every_connect(functools.partial(aurora.connect, **kwargs)),
-                        None,
-                    )
-                elif pattern == "connect":
-                    connect = functools.partial(variant.front("connect"), **server.kwargs)
-                    cases[pattern] = (every_connect(connect), None)
-                elif pattern == "warm":
-                    keeper = variant.front("warm")(**server.kwargs)
-                    stack.callback(keeper.close)
-                    started = _perf()
-                    with keeper.connection():
-                        pass
-                    cases[pattern] = (checkout(keeper.connection), _perf() - started)
-                elif pattern == "pool":
-                    started = _perf()
-                    pool = variant.front("pool")(**server.kwargs, **variant.pool_options(1))
-                    stack.enter_context(pool)
-                    with pool.connection():
-                        pass
-                    cases[pattern] = (checkout(pool.connection), _perf() - started)
-                elif pattern == "sqlalchemy":
-                    from warmdb.sqlalchemy import create_engine
-
-                    started = _perf()
-                    engine = create_engine(variant.engine_url(), pool_size=1, **server.kwargs)
-                    stack.callback(engine.dispose)
-                    engine_iteration = _engine_iteration(engine, query)
-                    engine_iteration()
-                    cases[pattern] = (engine_iteration, _perf() - started)
-            except ImportError as exc:
-                skips.append(Skip(variant.name, pattern, f"not installed ({exc.name})"))
-            except Exception as exc:  # one broken pattern must not end the run
-                skips.append(Skip(variant.name, pattern, _reason(exc)))
-        yield cases
+    iteration: Callable[[], Steps]
+    setup: float | None = None
 
 
-def _engine_iteration(engine: Any, query: str) -> SyncIteration:
-    def iteration() -> tuple[float, float]:
-        started = _perf()
-        with engine.connect() as conn:
-            connected = _perf()
-            conn.exec_driver_sql(query).fetchall()
-            done = _perf()
-        return connected - started, done - connected
-
-    return iteration
+# Iterations --------------------------------------------------------------------------------
 
 
-# Async patterns --------------------------------------------------------------------------------
+def _close_boxed(adapter: Adapter, box: list[Any]) -> Any:
+    return adapter.close(box.pop())  # type: ignore[attr-defined]
 
 
-@contextlib.asynccontextmanager
-async def _async_cases(
-    variant: Variant, server: BenchServer, options: MatrixOptions, skips: list[Skip]
-) -> AsyncIterator[dict[str, tuple[AsyncIteration, float | None]]]:
-    """Open each async pattern's resources; yield pattern -> (iteration, setup seconds)."""
-    adapter = variant.async_adapter()
-    query = options.query
-    cases: dict[str, tuple[AsyncIteration, float | None]] = {}
-
-    def every_connect(connect: Callable[[], Awaitable[Any]]) -> AsyncIteration:
-        async def iteration() -> tuple[float, float]:
-            started = _perf()
-            conn = await connect()
-            connected = _perf()
-            try:
-                await adapter.execute(conn, query)
-                return connected - started, _perf() - connected
-            finally:
-                await adapter.close(conn)
-
-        return iteration
-
-    def checkout(
-        checkout: Callable[[], contextlib.AbstractAsyncContextManager[Any]],
-    ) -> AsyncIteration:
-        async def iteration() -> tuple[float, float]:
-            started = _perf()
-            async with checkout() as conn:
-                connected = _perf()
-                await adapter.execute(conn, query)
-                done = _perf()
-            return connected - started, done - connected
-
-        return iteration
-
-    async with contextlib.AsyncExitStack() as stack:
-        for pattern in options.patterns:
-            try:
-                if pattern == "raw":
-                    from warmdb._connect import ConnectPlan
-
-                    plan = ConnectPlan(None, server.kwargs, adapter=adapter)
-                    params = adapter.connect_params(plan, options.static_password)
-                    cases[pattern] = (
-                        every_connect(functools.partial(adapter.connect_raw, params)),
-                        None,
-                    )
-                elif pattern == "aurora-dsql":
-                    kwargs, why = aurora_args(variant, server)
-                    if kwargs is None:
-                        skips.append(Skip(variant.name, pattern, why))
-                        continue
-                    aurora = importlib.import_module(variant.aurora_module)
-                    cases[pattern] = (
-                        every_connect(functools.partial(aurora.connect, **kwargs)),
-                        None,
-                    )
-                elif pattern == "connect":
-                    connect = functools.partial(variant.front("connect"), **server.kwargs)
-                    cases[pattern] = (every_connect(connect), None)
-                elif pattern == "warm":
-                    keeper = variant.front("warm")(**server.kwargs)
-                    stack.push_async_callback(keeper.close)
-                    started = _perf()
-                    async with keeper.connection():
-                        pass
-                    cases[pattern] = (checkout(keeper.connection), _perf() - started)
-                elif pattern == "pool":
-                    started = _perf()
-                    pool = variant.front("pool")(**server.kwargs, **variant.pool_options(1))
-                    await stack.enter_async_context(pool)
-                    acquire = getattr(pool, "connection", None) or pool.acquire
-                    async with acquire():
-                        pass
-                    cases[pattern] = (checkout(acquire), _perf() - started)
-                elif pattern == "sqlalchemy":
-                    from warmdb.sqlalchemy import create_async_engine
-
-                    started = _perf()
-                    engine = create_async_engine(variant.engine_url(), pool_size=1, **server.kwargs)
-                    stack.push_async_callback(engine.dispose)
-                    iteration = _async_engine_iteration(engine, query)
-                    await iteration()
-                    cases[pattern] = (iteration, _perf() - started)
-            except ImportError as exc:
-                skips.append(Skip(variant.name, pattern, f"not installed ({exc.name})"))
-            except Exception as exc:  # one broken pattern must not end the run
-                skips.append(Skip(variant.name, pattern, _reason(exc)))
-        yield cases
+def _every_connect(connect: Step, adapter: Adapter, query: str) -> Steps:
+    """Connect, query, close; returns (connect, query) seconds."""
+    started = _perf()
+    conn = yield connect
+    connected = _perf()
+    try:
+        yield functools.partial(adapter.execute, conn, query)  # type: ignore[attr-defined]
+        return connected - started, _perf() - connected
+    finally:
+        # The step runner keeps the last step until the next one: a step holding the
+        # connection would free it, and run the driver's finalizer (mysql-connector's takes
+        # a millisecond), inside the next pattern's timing. The box is emptied by the close.
+        box = [conn]
+        del conn
+        yield functools.partial(_close_boxed, adapter, box)
 
 
-def _async_engine_iteration(engine: Any, query: str) -> AsyncIteration:
-    async def iteration() -> tuple[float, float]:
-        started = _perf()
-        async with engine.connect() as conn:
-            connected = _perf()
-            (await conn.exec_driver_sql(query)).fetchall()
-            done = _perf()
-        return connected - started, done - connected
+def _checkout(checkout: Callable[[], Any], io: _Io, query_step: Callable[[Any], Steps]) -> Steps:
+    """Check out, query, give back; returns (checkout, query) seconds."""
+    started = _perf()
+    manager = checkout()
+    conn = yield io.enter(manager)
+    connected = _perf()
+    try:
+        yield from query_step(conn)
+    except BaseException as exc:
+        yield io.leave(manager, exc)
+        raise
+    done = _perf()
+    yield io.leave(manager)
+    return connected - started, done - connected
 
-    return iteration
+
+def _adapter_query(adapter: Adapter, query: str) -> Callable[[Any], Steps]:
+    def steps(conn: Any) -> Steps:
+        yield functools.partial(adapter.execute, conn, query)  # type: ignore[attr-defined]
+
+    return steps
+
+
+def _engine_query(query: str) -> Callable[[Any], Steps]:
+    def steps(conn: Any) -> Steps:
+        result = yield functools.partial(conn.exec_driver_sql, query)
+        result.fetchall()
+
+    return steps
+
+
+# Opening each pattern ------------------------------------------------------------------------
+
+
+def _open(
+    pattern: str,
+    variant: Variant,
+    server: BenchServer,
+    options: MatrixOptions,
+    cleanup: list[Step],
+) -> Steps:
+    """Open *pattern*'s resources; returns its :class:`_Case`, or a reason it cannot run.
+
+    What undoes an opened resource goes into *cleanup* as soon as it is open, so the caller
+    closes it even when a later step fails.
+    """
+    adapter = variant.adapter()
+    io = _Io(variant.is_async)
+    query, kwargs = options.query, server.kwargs
+    if pattern in ("raw", "aurora-dsql", "connect"):
+        if pattern == "raw":
+            from warmdb._connect import ConnectPlan
+
+            plan = ConnectPlan(None, kwargs, adapter=adapter)
+            params = adapter.connect_params(plan, options.static_password)
+            connect = functools.partial(adapter.connect_raw, params)  # type: ignore[attr-defined]
+        elif pattern == "aurora-dsql":
+            aurora_kwargs, why = aurora_args(variant, server)
+            if aurora_kwargs is None:
+                return why
+            aurora = importlib.import_module(variant.aurora_module)
+            connect = functools.partial(aurora.connect, **aurora_kwargs)
+        else:
+            connect = functools.partial(variant.front("connect"), **kwargs)
+        return _Case(lambda: _every_connect(connect, adapter, query))
+    started = _perf()
+    if pattern == "warm":
+        keeper = variant.front("warm")(**kwargs)
+        cleanup.append(keeper.close)
+        checkout, query_step = keeper.connection, _adapter_query(adapter, query)
+    elif pattern == "pool":
+        pool = variant.front("pool")(**kwargs, **variant.pool_options(1))
+        yield io.enter(pool)
+        cleanup.append(io.leave(pool))
+        checkout = getattr(pool, "connection", None) or pool.acquire
+        query_step = _adapter_query(adapter, query)
+    elif pattern == "sqlalchemy":
+        from warmdb import sqlalchemy
+
+        factory = sqlalchemy.create_async_engine if variant.is_async else sqlalchemy.create_engine
+        engine = factory(variant.engine_url(), pool_size=1, **kwargs)
+        cleanup.append(engine.dispose)
+        checkout, query_step = engine.connect, _engine_query(query)
+    else:
+        raise ValueError(f"unknown pattern {pattern!r}")
+    case = _Case(lambda: _checkout(checkout, io, query_step))
+    # The first checkout opens the connection the loop reuses: part of the setup.
+    yield from case.iteration()
+    case.setup = _perf() - started
+    return case
 
 
 # The loop --------------------------------------------------------------------------------------
@@ -312,6 +248,56 @@ def _no_collection() -> Iterator[None]:
         gc.enable()
 
 
+def _variant_steps(
+    variant: Variant,
+    server: BenchServer,
+    options: MatrixOptions,
+    progress: Progress | None,
+    skips: list[Skip],
+) -> Steps:
+    """The whole matrix of *variant*; returns ``{pattern: ([timings], setup)}``."""
+    cases: dict[str, _Case] = {}
+    times: dict[str, list[Timing]] = {}
+    cleanup: list[Step] = []
+    try:
+        for pattern in options.patterns:
+            try:
+                opened = yield from _open(pattern, variant, server, options, cleanup)
+                if isinstance(opened, str):
+                    skips.append(Skip(variant.name, pattern, opened))
+                    continue
+                cases[pattern] = opened
+                yield from opened.iteration()  # warm-up, not counted
+            except ImportError as exc:
+                skips.append(Skip(variant.name, pattern, f"not installed ({exc.name})"))
+            except Exception as exc:  # one broken pattern must not end the run
+                cases.pop(pattern, None)
+                skips.append(Skip(variant.name, pattern, _reason(exc)))
+        order = list(cases)
+        for round_order in _rounds(order, options.iterations):
+            with _no_collection():
+                for pattern in round_order:
+                    if pattern not in cases:
+                        continue
+                    try:
+                        timing = yield from cases[pattern].iteration()
+                    except Exception as exc:  # the pattern stops; the others go on
+                        done = len(times.get(pattern, []))
+                        skips.append(Skip(variant.name, pattern, f"at iteration {done + 1}: "
+                                          f"{_reason(exc)}"))  # fmt: skip
+                        times.pop(pattern, None)
+                        cases.pop(pattern)
+                        continue
+                    times.setdefault(pattern, []).append(timing)
+            if progress is not None:
+                progress.step(f"{variant.name}: in-process patterns")
+    finally:
+        for step in reversed(cleanup):
+            with contextlib.suppress(Exception):
+                yield step
+    return {p: (times[p], cases[p].setup) for p in order if p in cases and p in times}
+
+
 def run_variant(
     variant: Variant,
     server: BenchServer,
@@ -319,71 +305,17 @@ def run_variant(
     progress: Progress | None = None,
 ) -> tuple[list[Cell], list[Skip]]:
     """Run every in-process pattern of *variant*; return its cells and skipped patterns."""
+    skips: list[Skip] = []
+    steps = _variant_steps(variant, server, options, progress, skips)
     if variant.is_async:
-        return asyncio.run(_run_async(variant, server, options, progress))
-    skips: list[Skip] = []
-    times: dict[str, list[tuple[float, float]]] = {}
-    with _sync_cases(variant, server, options, skips) as cases:
-        order = [p for p in options.patterns if p in cases]
-        for pattern in order:
-            _warm_up(variant, pattern, cases[pattern][0], skips)
-        order = [p for p in order if not _skipped(skips, variant, p)]
-        for round_order in _rounds(order, options.iterations):
-            with _no_collection():
-                for pattern in round_order:
-                    times.setdefault(pattern, []).append(cases[pattern][0]())
-            if progress is not None:
-                progress.step(f"{variant.name}: in-process patterns")
-        setups = {p: cases[p][1] for p in order}
-    return _cells(variant, order, times, setups), skips
+        import asyncio
 
-
-async def _run_async(
-    variant: Variant, server: BenchServer, options: MatrixOptions, progress: Progress | None
-) -> tuple[list[Cell], list[Skip]]:
-    skips: list[Skip] = []
-    times: dict[str, list[tuple[float, float]]] = {}
-    async with _async_cases(variant, server, options, skips) as cases:
-        order = [p for p in options.patterns if p in cases]
-        for pattern in order:
-            try:
-                await cases[pattern][0]()
-            except Exception as exc:  # skip the pattern, keep the run
-                skips.append(Skip(variant.name, pattern, _reason(exc)))
-        order = [p for p in order if not _skipped(skips, variant, p)]
-        for round_order in _rounds(order, options.iterations):
-            with _no_collection():
-                for pattern in round_order:
-                    times.setdefault(pattern, []).append(await cases[pattern][0]())
-            if progress is not None:
-                progress.step(f"{variant.name}: in-process patterns")
-        setups = {p: cases[p][1] for p in order}
-    return _cells(variant, order, times, setups), skips
-
-
-def _warm_up(variant: Variant, pattern: str, iteration: SyncIteration, skips: list[Skip]) -> None:
-    try:
-        iteration()
-    except Exception as exc:  # skip the pattern, keep the run
-        skips.append(Skip(variant.name, pattern, _reason(exc)))
-
-
-def _skipped(skips: list[Skip], variant: Variant, pattern: str) -> bool:
-    return any(s.driver == variant.name and s.pattern == pattern for s in skips)
-
-
-def _cells(
-    variant: Variant,
-    order: list[str],
-    times: dict[str, list[tuple[float, float]]],
-    setups: dict[str, float | None],
-) -> list[Cell]:
+        measured = asyncio.run(run_async(steps))
+    else:
+        measured = run(steps)
     cells = []
-    for pattern in order:
-        samples = times.get(pattern)
-        if not samples:
-            continue
+    for pattern, (samples, setup) in measured.items():
         connect = [c for c, _ in samples]
         query = [q for _, q in samples]
-        cells.append(Cell(variant.name, pattern, cell_stats(connect, query), setups[pattern]))
-    return cells
+        cells.append(Cell(variant.name, pattern, cell_stats(connect, query), setup))
+    return cells, skips

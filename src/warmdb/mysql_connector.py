@@ -146,6 +146,14 @@ class MySQLConnectorAdapter(SyncAdapter):
     def connect_raw(self, params: dict[str, Any]) -> MySQLConnection:
         conn = mysql.connector.connect(**params)
         assert isinstance(conn, MySQLConnection)
+        if params.get("ssl_disabled") is False and not conn.is_secure:
+            # Asked for TLS without certificate checks, mysql-connector carries on in
+            # plaintext when the server offers none (a token never goes that way: the
+            # clear-password plugin refuses; a password went hashed). Refuse, as libpq does.
+            self.close(conn)
+            raise mysql.connector.errors.InterfaceError(
+                msg="TLS is required but the server does not offer it", errno=2026
+            )
         return conn
 
     def classify(self, exc: BaseException) -> ErrorVerdict:

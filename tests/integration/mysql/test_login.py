@@ -179,19 +179,31 @@ def test_static_and_callable_passwords(driver, rds, rds_kwargs):
     assert len(calls) == 2
 
 
-def test_aiomysql_refuses_a_server_without_tls_before_sending_the_password():
-    """aiomysql alone would log in in plaintext when the server offers no TLS; warmdb's
-    connection refuses with 2026 before the password leaves. A plain MariaDB without TLS
-    plays the server."""
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_server_without_tls_is_refused_when_tls_is_required(driver):
+    """PyMySQL, aiomysql and mysql-connector alone would log in in plaintext when the server
+    offers no TLS (aiomysql even when given a TLS context); with ``ssl_mode=require`` warmdb's
+    connects refuse with 2026 (PyMySQL and aiomysql before the password is sent). A plain
+    MariaDB without TLS plays the server."""
+    from warmdb.emulator.mysql import upstream
     from warmdb.emulator.mysql.mariadb import EmbeddedMariaDB
     from warmdb.emulator.postgres import free_port
 
     port = free_port()
     settings = {"skip_networking": "0", "port": str(port), "bind_address": "127.0.0.1"}
-    with EmbeddedMariaDB(settings=settings), pytest.raises(warmdb.ConnectError) as caught:
-        asyncio.run(
-            warmdb.aiomysql.connect(
-                host="127.0.0.1", port=port, user="root", password="secret", ssl_mode="require"
-            )
+    with EmbeddedMariaDB(settings=settings) as server:
+        # A user that could log in over TCP: only the missing TLS stops it.
+        upstream.run_sql(
+            server.socket_path, "root", ["CREATE USER 'app'@'127.0.0.1' IDENTIFIED BY 'secret'"]
         )
+        with pytest.raises(warmdb.ConnectError) as caught:
+            connect_and_query(
+                driver,
+                "SELECT 1",
+                host="127.0.0.1",
+                port=port,
+                user="app",
+                password="secret",
+                ssl_mode="require",
+            )
     assert caught.value.errno == 2026

@@ -369,7 +369,8 @@ def main() -> None:
         os.environ["AWS_SECRET_ACCESS_KEY"] = dsql.credentials.secret_key
         os.environ.pop("AWS_SESSION_TOKEN", None)
         kwargs = {
-            "host": "127.0.0.1",
+            # A name, not an address: TLS sends SNI only for a name, and DSQL requires it.
+            "host": "localhost",
             "port": dsql.port,
             "auth": "dsql",
             "region": dsql.region,

@@ -2,6 +2,8 @@
 
 Each request connects, runs the query, holds the connection idle for ``hold`` seconds, runs
 the query again and disconnects, as the seed's Lambda handler did under ``ab -c 100 -n 1000``.
+A request is written once as steps (:mod:`warmdb._steps`), performed on threads for sync
+drivers and as tasks for async ones.
 Each query ends its transaction (the adapter's ``reset``: a rollback when the driver opened
 one), as the seed's autocommit client did: a transaction left open across the hold would pin
 a server connection through PgBouncer's transaction pooling and measure that instead.
@@ -21,6 +23,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
+from warmdb._steps import run, run_async
 from warmdb.bench.results import ConcurrencyResult
 from warmdb.bench.stats import summarize
 
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
 
     from warmdb.bench.progress import Progress
     from warmdb.bench.variants import Variant
+    from warmdb.drivers import Adapter
 
 __all__ = ["Workload", "run_workload"]
 
@@ -85,44 +89,64 @@ def run_workload(
     )
 
 
+class _Tally:
+    """Latencies and failures, counted from many threads."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.latencies: list[float] = []
+        self.failures: Counter[str] = Counter()
+        self._progress = progress
+        self._lock = threading.Lock()
+
+    def record(self, started: float, error: BaseException | None) -> None:
+        with self._lock:
+            if error is None:
+                self.latencies.append(time.perf_counter() - started)
+            else:
+                self.failures[type(error).__name__] += 1
+            if self._progress is not None:
+                self._progress.step()
+
+
+def _request(connect: Callable[[], Any], adapter: Adapter, workload: Workload, sleep: Any) -> Any:
+    """One request, as steps (:mod:`warmdb._steps`): connect, query, hold, query, close.
+
+    Each query ends its transaction (``adapter.reset``: a rollback when one is open).
+    """
+    conn = yield connect
+    try:
+        for hold in (workload.hold, None):
+            yield functools.partial(adapter.execute, conn, workload.query)  # type: ignore[attr-defined]
+            yield functools.partial(adapter.reset, conn)  # type: ignore[attr-defined]
+            if hold is not None:
+                yield functools.partial(sleep, hold)
+    finally:
+        yield functools.partial(adapter.close, conn)  # type: ignore[attr-defined]
+
+
 def _run_threads(
     variant: Variant,
     workload: Workload,
     kwargs: Mapping[str, Any],
     progress: Progress | None,
 ) -> tuple[list[float], Counter[str]]:
-    adapter = variant.sync_adapter()
+    adapter = variant.adapter()
     connect = functools.partial(variant.front("connect"), **kwargs)
-    latencies: list[float] = []
-    failures: Counter[str] = Counter()
-    lock = threading.Lock()
+    tally = _Tally(progress)
 
     def request() -> None:
         started = time.perf_counter()
         try:
-            conn = connect()
-            try:
-                adapter.execute(conn, workload.query)
-                adapter.reset(conn)
-                time.sleep(workload.hold)
-                adapter.execute(conn, workload.query)
-                adapter.reset(conn)
-            finally:
-                adapter.close(conn)
+            run(_request(connect, adapter, workload, time.sleep))
         except Exception as exc:  # a failed request is counted, as ab counts them
-            with lock:
-                failures[type(exc).__name__] += 1
+            tally.record(started, exc)
         else:
-            with lock:
-                latencies.append(time.perf_counter() - started)
-        if progress is not None:
-            with lock:
-                progress.step()
+            tally.record(started, None)
 
     with ThreadPoolExecutor(workload.concurrency, thread_name_prefix="warmdb-bench") as pool:
         for _ in range(workload.requests):
             pool.submit(request)
-    return latencies, failures
+    return tally.latencies, tally.failures
 
 
 async def _run_async(
@@ -131,31 +155,20 @@ async def _run_async(
     kwargs: Mapping[str, Any],
     progress: Progress | None,
 ) -> tuple[list[float], Counter[str]]:
-    adapter = variant.async_adapter()
+    adapter = variant.adapter()
     connect = functools.partial(variant.front("connect"), **kwargs)
-    latencies: list[float] = []
-    failures: Counter[str] = Counter()
+    tally = _Tally(progress)
     slots = asyncio.Semaphore(workload.concurrency)
 
     async def request() -> None:
         async with slots:
             started = time.perf_counter()
             try:
-                conn = await connect()
-                try:
-                    await adapter.execute(conn, workload.query)
-                    await adapter.reset(conn)
-                    await asyncio.sleep(workload.hold)
-                    await adapter.execute(conn, workload.query)
-                    await adapter.reset(conn)
-                finally:
-                    await adapter.close(conn)
+                await run_async(_request(connect, adapter, workload, asyncio.sleep))
             except Exception as exc:  # a failed request is counted, as ab counts them
-                failures[type(exc).__name__] += 1
+                tally.record(started, exc)
             else:
-                latencies.append(time.perf_counter() - started)
-            if progress is not None:
-                progress.step()
+                tally.record(started, None)
 
     await asyncio.gather(*(request() for _ in range(workload.requests)))
-    return latencies, failures
+    return tally.latencies, tally.failures

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     Steps = Generator[Step, Any, Any]
     Timing = tuple[float, float]
 
-__all__ = ["MatrixOptions", "aurora_args", "run_variant"]
+__all__ = ["MatrixOptions", "aurora_args", "every_connect", "run_variant"]
 
 _perf = time.perf_counter
 
@@ -114,8 +114,9 @@ def _close_boxed(adapter: Adapter, box: list[Any]) -> Any:
     return adapter.close(box.pop())  # type: ignore[attr-defined]
 
 
-def _every_connect(connect: Step, adapter: Adapter, query: str) -> Steps:
-    """Connect, query, close; returns (connect, query) seconds."""
+def every_connect(connect: Step, adapter: Adapter, query: str) -> Steps:
+    """Connect, query, close, as steps (:mod:`warmdb._steps`); returns (connect, query)
+    seconds. Also ``warmdb probe``'s whole connect."""
     started = _perf()
     conn = yield connect
     connected = _perf()
@@ -195,7 +196,7 @@ def _open(
             connect = functools.partial(aurora.connect, **aurora_kwargs)
         else:
             connect = functools.partial(variant.front("connect"), **kwargs)
-        return _Case(lambda: _every_connect(connect, adapter, query))
+        return _Case(lambda: every_connect(connect, adapter, query))
     started = _perf()
     if pattern == "warm":
         keeper = variant.front("warm")(**kwargs)

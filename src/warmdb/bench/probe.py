@@ -229,52 +229,33 @@ def _wire_phases(kwargs: dict[str, Any], query: str) -> dict[str, Any]:
 
 def _driver_connect(variant: Variant, kwargs: dict[str, Any], query: str) -> dict[str, Any]:
     """One whole connect and first query through warmdb for *variant*, in ms."""
-    import asyncio
+    import functools
 
+    from warmdb._steps import run, run_async
     from warmdb.auth.tokens import TOKEN_CACHE
+    from warmdb.bench.matrix import every_connect
 
     entry: dict[str, Any] = {"driver": variant.name, "connect_ms": None, "query_ms": None}
     try:
-        # Imports the driver before the clock starts.
-        sync_adapter = None if variant.is_async else variant.sync_adapter()
-        async_adapter = variant.async_adapter() if variant.is_async else None
-        connect = variant.front("connect")
+        adapter = variant.adapter()  # imports the driver before the clock starts
+        connect = functools.partial(variant.front("connect"), **kwargs)
     except Exception as exc:  # a driver that cannot load is reported, not fatal
         entry["error"] = _one_line(exc)
         return entry
-
-    async def timed_async() -> tuple[float, float, float]:
-        started = time.perf_counter()
-        conn = await connect(**kwargs)
-        connected = time.perf_counter()
-        try:
-            assert async_adapter is not None
-            await async_adapter.execute(conn, query)
-            return started, connected, time.perf_counter()
-        finally:
-            assert async_adapter is not None
-            await async_adapter.close(conn)
-
-    def timed() -> tuple[float, float, float]:
-        started = time.perf_counter()
-        conn = connect(**kwargs)
-        connected = time.perf_counter()
-        try:
-            assert sync_adapter is not None
-            sync_adapter.execute(conn, query)
-            return started, connected, time.perf_counter()
-        finally:
-            assert sync_adapter is not None
-            sync_adapter.close(conn)
-
     TOKEN_CACHE.clear()  # the whole connect signs its token, as on a cold start
+    steps = every_connect(connect, adapter, query)
     try:
-        started, connected, done = asyncio.run(timed_async()) if variant.is_async else timed()
+        if variant.is_async:
+            import asyncio
+
+            connect_s, query_s = asyncio.run(run_async(steps))
+        else:
+            connect_s, query_s = run(steps)
     except Exception as exc:  # reported per driver: the others still run
         entry["error"] = _one_line(exc)
         return entry
-    entry["connect_ms"] = _ms(connected - started)
-    entry["query_ms"] = _ms(done - connected)
+    entry["connect_ms"] = _ms(connect_s)
+    entry["query_ms"] = _ms(query_s)
     return entry
 
 

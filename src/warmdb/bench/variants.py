@@ -13,7 +13,7 @@ import importlib.util
 import inspect
 from dataclasses import dataclass
 
-from warmdb.drivers import REGISTRY, AsyncAdapter, SyncAdapter, adapter_class, installed_drivers
+from warmdb.drivers import REGISTRY, adapter_class, installed_drivers
 from warmdb.errors import ConfigurationError
 
 TYPE_CHECKING = False
@@ -47,18 +47,6 @@ class Variant:
     def adapter(self) -> Adapter:
         """A new adapter instance for this variant (imports the driver module)."""
         return adapter_class(self.entry.name, is_async=self.is_async)()
-
-    def sync_adapter(self) -> SyncAdapter:
-        """:meth:`adapter`, for a sync variant."""
-        adapter = self.adapter()
-        assert isinstance(adapter, SyncAdapter)
-        return adapter
-
-    def async_adapter(self) -> AsyncAdapter:
-        """:meth:`adapter`, for an async variant."""
-        adapter = self.adapter()
-        assert isinstance(adapter, AsyncAdapter)
-        return adapter
 
     def module(self) -> ModuleType:
         """warmdb's module for the driver (``warmdb.psycopg2``...)."""

@@ -274,3 +274,23 @@ def test_private_details_warmdb_relies_on_still_exist():
     assert "self._ssl_context" in source
     assert "self.server_capabilities" in source
     assert "self._writer" in source
+
+
+@pytest.mark.parametrize(
+    ("url", "engine_factory"),
+    [
+        ("mysql+pymysql://", "create_engine"),
+        ("mysql+mysqlconnector://", "create_engine"),
+        ("mysql+aiomysql://", "create_async_engine"),
+    ],
+)
+def test_engines_refuse_a_token_without_tls_when_created(url, engine_factory):
+    import warmdb.sqlalchemy
+
+    factory = getattr(warmdb.sqlalchemy, engine_factory)
+    with pytest.raises(ConfigurationError, match="clear text"):
+        factory(f"{url}iam_user@{RDS_HOST}/app", ssl_mode="DISABLED")
+    # Created without connecting: the dialect is the driver's.
+    engine = factory(f"{url}iam_user@{RDS_HOST}/app")
+    assert engine.dialect.name == "mysql"
+    assert engine.dialect.driver == url.split("+")[1].rstrip(":/")

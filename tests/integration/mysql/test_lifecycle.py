@@ -143,3 +143,19 @@ def test_spike_past_max_connections_is_retried(driver, small_rds, monkeypatch):
     assert after.rejected.get("upstream", 0) - before.rejected.get("upstream", 0) == retried
     assert after.reused_tokens - before.reused_tokens >= total - 1
     assert events.counts()["connects"] == total
+
+
+def test_aiomysql_keeper_reconnects_when_the_event_loop_changes(rds_kwargs):
+    """aiomysql connections belong to their loop: ``asyncio.run()`` per invocation makes the
+    keeper drop the old one (without a round trip) and connect again, without an error."""
+    keeper = warmdb.aiomysql.warm(**rds_kwargs)
+
+    async def invocation() -> int:
+        async with keeper.connection() as conn:
+            rows = await keeper.plan.adapter.execute(conn, "SELECT CONNECTION_ID()")
+            return int(rows[0][0])
+
+    first = asyncio.run(invocation())
+    second = asyncio.run(invocation())
+    assert second != first
+    asyncio.run(keeper.close())

@@ -72,7 +72,8 @@ _FAIL = Q("SELECT 1/0")
 _SYNC = protocol.encode(b"S", b"")
 _IDLE_READY = protocol.ready_for_query(b"I")
 _COMMIT_STATEMENT = sql_rules.Statement(sql_rules.COMMIT, "COMMIT", b"COMMIT")
-_PLAIN_READ = sql_rules.Statement(sql_rules.READ, "SELECT", b"")
+# What a Parse of a plain read, or a Bind of an unknown statement, runs: nothing to judge.
+_UNJUDGED = sql_rules.Statement(sql_rules.READ, "SELECT", b"")
 # Messages a transaction-age refusal applies to: statements and extended-protocol steps.
 _STATEMENT_TYPES = frozenset(b"QPBEDCS")
 _EXTENDED_TYPES = frozenset(b"PBEDC")
@@ -344,12 +345,12 @@ class Relay:
         """What a Parse or Bind message runs (remembering what a Parse prepares)."""
         if kind == _P:
             name, sql = protocol.parse_statement(message)
-            statement = _PLAIN_READ if sql_rules.is_plain_read(sql) else sql_rules.classify(sql)
+            statement = _UNJUDGED if sql_rules.is_plain_read(sql) else sql_rules.classify(sql)
             if len(self.statements) >= _MAX_STATEMENTS:
                 self.statements.clear()
             self.statements[name] = statement
             return statement
-        return self.statements.get(protocol.bind_statement(message), _PLAIN_READ)
+        return self.statements.get(protocol.bind_statement(message), _UNJUDGED)
 
     def _resolve(self, statement: sql_rules.Statement) -> sql_rules.Statement:
         """The statement an SQL EXECUTE runs, as far as this session prepared it."""

@@ -29,6 +29,11 @@ def test_defaults_are_dsql_quotas():
     assert limits.transaction_age == 300
     assert limits.transaction_rows == 3000
     assert limits.transaction_bytes == 10 * 1024 * 1024
+    assert limits.sql_checks is True
+
+
+def test_postgres_compatible_mode_turns_sql_checks_off():
+    assert Limits(sql_checks=False).sql_checks is False
 
 
 @pytest.mark.parametrize(
@@ -40,6 +45,11 @@ def test_defaults_are_dsql_quotas():
         ("transaction_rows", "54000", "transaction row limit exceeded"),
         ("transaction_size", "54000", "transaction size limit 10mb exceeded"),
         ("occ", "40001", "OC000 mutation conflicts with another transaction, retry as needed"),
+        (
+            "occ_schema",
+            "40001",
+            "OC001 schema has been updated by another transaction, retry as needed",
+        ),
         ("auth", "28000", 'IAM authentication failed for user "{user}"'),
     ],
 )

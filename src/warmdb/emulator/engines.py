@@ -75,7 +75,7 @@ DSQL = Engine(
         # DSQL's troubleshooting page quotes this text for clients that send no SNI.
         "no_sni": Refusal("08004", "unable to accept connection, sni was not received"),
     },
-    require_sni=False,  # FLIP-AT-END
+    require_sni=True,
     dsql_transactions=True,
 )
 

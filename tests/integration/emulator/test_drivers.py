@@ -205,7 +205,9 @@ def test_asyncpg_prepared_statements_and_copy(dsql_emulator):
 
 def test_psycopg_copy_in_and_out(dsql_emulator):
     with psycopg.connect(**dsql_emulator.connection_params()) as conn:
+        # One DDL alone in its transaction, as DSQL wants.
         conn.execute("create table if not exists copy_items (id int primary key, name text)")
+        conn.commit()
         conn.execute("delete from copy_items")
         with conn.cursor().copy("copy copy_items from stdin (format text)") as copy:
             for i in range(100):

@@ -15,6 +15,7 @@ def test_dsql_is_the_default_and_keeps_dsqls_rules():
     assert ENGINE_NAMES[0] == "dsql"
     assert DSQL.iam_kind == "dsql"
     assert DSQL.dsql_transactions
+    assert DSQL.require_sni
     assert DSQL.limits == Limits()
     # DSQL's troubleshooting page: "unable to accept connection, sni was not received".
     assert DSQL.refusal(Limits(), "no_sni").message == (

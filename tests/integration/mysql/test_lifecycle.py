@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from contextlib import ExitStack
 
 import pytest
 
@@ -159,3 +160,31 @@ def test_aiomysql_keeper_reconnects_when_the_event_loop_changes(rds_kwargs):
     second = asyncio.run(invocation())
     assert second != first
     asyncio.run(keeper.close())
+
+
+LIFETIME = 0.5
+LONG_JOB_SECONDS = 8 * LIFETIME
+
+
+def test_long_job_renews_connections_without_an_error(rds, rds_kwargs):
+    """Every front queries without pause for eight lifetimes: each renews its connection at
+    least five times, none is cut by the server, and no login is refused."""
+    policy = RDS.replace(max_lifetime=LIFETIME, lifetime_jitter=0.1)
+    before = rds.stats
+    with ExitStack() as stack:
+        faces = [stack.enter_context(front(n, {**rds_kwargs, "policy": policy})) for n in FRONTS]
+        seen: list[set[int]] = [set() for _ in faces]
+        rounds = 0
+        started = time.monotonic()
+        while time.monotonic() - started < LONG_JOB_SECONDS:
+            for face, ids in zip(faces, seen, strict=True):
+                ids.add(face.connection_id())
+            rounds += 1
+    # On a loaded machine a round of every front may outlast a lifetime: then each round
+    # meets a new connection.
+    assert rounds >= 3
+    for face, ids in zip(faces, seen, strict=True):
+        assert len(ids) >= min(5, rounds), face.name
+    after = rds.stats
+    assert after.upstream_closed == before.upstream_closed
+    assert after.rejected == before.rejected

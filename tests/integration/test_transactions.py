@@ -259,10 +259,16 @@ def test_a_conflict_wrapped_by_sqlalchemy_is_retried(admin, kwargs):
         assert run_transaction(engine, fn, retry=QUICK) == 201  # 100 + 100 from the rival, + 1
         assert attempts == [1, 2]
 
+        # A SQLAlchemy Connection: the same, on that connection.
+        with engine.connect() as connection:
+            fn, attempts = lose_once(admin, table)
+            assert run_transaction(connection, fn, retry=QUICK) == 302
+            assert attempts == [1, 2]
+
         # A session factory: the same, with the ORM's session.
         sessions = sqlalchemy.orm.sessionmaker(bind=engine)
         fn, attempts = lose_once(admin, table)
-        assert run_transaction(sessions, lambda s, a: fn(s.connection(), a), retry=QUICK) == 302
+        assert run_transaction(sessions, lambda s, a: fn(s.connection(), a), retry=QUICK) == 403
         assert attempts == [1, 2]
     finally:
         engine.dispose()

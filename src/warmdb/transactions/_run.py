@@ -11,6 +11,7 @@ keeper, warmdb pool       ``with target.connection() as conn:`` the same, on a c
                           keeper or pool checks out, checks and replaces when broken
 asyncpg pool              ``async with pool.acquire() as conn:`` the same
 SQLAlchemy (Async)Engine  ``with engine.begin() as conn: fn(conn, attempt)``
+SQLAlchemy Connection     ``with conn.begin(): fn(conn, attempt)`` (cannot be replaced)
 (async_)sessionmaker      ``with factory.begin() as session: fn(session, attempt)``
 ========================  ===================================================================
 
@@ -53,6 +54,7 @@ CONNECTION = "connection"
 CHECKOUT = "checkout"
 ACQUIRE = "acquire"
 ENGINE = "engine"
+SA_CONNECTION = "sqlalchemy-connection"
 SESSIONS = "sessions"
 
 _KINDS: dict[tuple[type, bool], str] = {}
@@ -77,12 +79,12 @@ def _find_kind(target: object, *, is_async: bool) -> str:
             other = "run_transaction" if is_async else "run_transaction_async"
             raise UsageError(f"{front} cannot use a {cls.__name__}: use {other}")
         if hasattr(target, "dialect"):
-            return ENGINE
+            return ENGINE if hasattr(target, "connect") else SA_CONNECTION
         if callable(target) and hasattr(target, "begin"):
             return SESSIONS
         raise ConfigurationError(
-            f"{front}: a SQLAlchemy {cls.__name__} is not a target; pass an Engine, an "
-            "AsyncEngine, a sessionmaker or an async_sessionmaker"
+            f"{front}: a SQLAlchemy {cls.__name__} is not a target; pass an Engine, a "
+            "Connection, a sessionmaker or their async twins"
         )
     if callable(getattr(target, "connection", None)):
         return CHECKOUT
@@ -282,11 +284,16 @@ def run_transaction(
                 with checkout as conn:
                     adapter = adapter_for_connection(conn, is_async=False)
                     return _attempt(adapter, conn, call, attempts, max_age, age_warning)
+            if kind == SA_CONNECTION:
+                with target.begin():
+                    return _sqlalchemy_call(call, target, attempts)
             with target.begin() as conn_or_session:
                 return _sqlalchemy_call(call, conn_or_session, attempts)
         except Exception as exc:
-            if kind in (ENGINE, SESSIONS):
+            if kind in (ENGINE, SESSIONS, SA_CONNECTION):
                 adapter = _dialect_adapter(target, is_async=False)
+                if kind == SA_CONNECTION:
+                    replaceable = not (target.closed or target.invalidated)
             elif kind == CONNECTION:
                 replaceable = not adapter.is_closed(target)
             delay = attempts.after_failure(exc, adapter, replaceable=replaceable)
@@ -337,11 +344,16 @@ async def run_transaction_async(
                 async with checkout as conn:
                     adapter = adapter_for_connection(conn, is_async=True)
                     return await _attempt_async(adapter, conn, call, attempts, max_age, age_warning)
+            if kind == SA_CONNECTION:
+                async with target.begin():
+                    return await _sqlalchemy_call_async(call, target, attempts)
             async with target.begin() as conn_or_session:
                 return await _sqlalchemy_call_async(call, conn_or_session, attempts)
         except Exception as exc:
-            if kind in (ENGINE, SESSIONS):
+            if kind in (ENGINE, SESSIONS, SA_CONNECTION):
                 adapter = _dialect_adapter(target, is_async=True)
+                if kind == SA_CONNECTION:
+                    replaceable = not (target.closed or target.invalidated)
             elif kind == CONNECTION:
                 replaceable = not adapter.is_closed(target)
             delay = attempts.after_failure(exc, adapter, replaceable=replaceable)

@@ -170,8 +170,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--cold-samples",
         type=_positive_int,
-        default=5,
-        help="fresh processes per cold-start variant (5)",
+        default=3,
+        help="fresh processes per cold-start variant (3; after one untimed process that "
+        "compiles the bytecode)",
     )
     add("--json", metavar="FILE", help="write every figure as JSON to FILE ('-': stdout)")
     add("--plot", metavar="FILE", help="draw a PNG chart to FILE (needs warmdb[plot])")

@@ -59,7 +59,7 @@ class RunOptions:
     query: str = "SELECT 1"
     patterns: tuple[str, ...] = IN_PROCESS
     cold: bool = True
-    cold_samples: int = 5
+    cold_samples: int = 3
     concurrency: int | None = None
     requests: int = 0
     hold: float = 0.1

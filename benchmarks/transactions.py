@@ -14,8 +14,9 @@ rounds interleaved; figures are medians and ratios.
    *increments* times (read, 1 ms of work, write: concurrent workers collide as on DSQL),
    each thread on its own psycopg2 connection. Budgets: aurora-dsql-python-connector's own
    ``run_transaction`` (its pool, ``retry=True``: ``OCCRetryConfig()``, 3 retries), warmdb
-   with that same ``OCCRetryConfig()``, and warmdb's default. Reported: increments lost to
-   an exhausted budget, retries, and whether the counters add up.
+   with that same ``OCCRetryConfig()``, and warmdb's default; then warmdb's default through
+   psycopg keepers, a SQLAlchemy engine and asyncpg. Reported: increments lost to an
+   exhausted budget, conflicts, and whether the counters add up.
 3. ``ingest``: *rows* rows (int, short text) per driver through ``write_batches`` (default
    batches of 2,500), a hand-written loop of 3,000-row transactions with the same ingest
    method, and one INSERT per row (autocommit) on a tenth of the rows. Target: write_batches
@@ -39,6 +40,7 @@ import psycopg2.extras
 import warmdb.asyncpg
 import warmdb.psycopg
 import warmdb.psycopg2
+import warmdb.sqlalchemy
 from warmdb.emulator import serve
 from warmdb.transactions import (
     OCCRetryConfig,
@@ -218,50 +220,116 @@ def contention(admin, kwargs, dsql, workers: int, increments: int, hot_rows: int
             f"counted {total}, conflicts {conflicts:>5}, {seconds:5.1f} s"
         )
         assert total == attempted - lost, "a committed increment went missing"
+    for driver in ("psycopg", "sqlalchemy", "asyncpg"):
+        lost, total, conflicts, seconds = contend(
+            admin, dsql, workers, increments, hot_rows, kwargs=kwargs, driver=driver
+        )
+        name = f"warmdb, default, {driver}"
+        print(
+            f"  {name:<28} lost {lost:>4} of {workers * increments}, counted {total}, "
+            f"conflicts {conflicts:>5}, {seconds:5.1f} s"
+        )
+        assert total == workers * increments - lost, "a committed increment went missing"
 
 
 def contend(
-    admin, dsql, workers, increments, hot_rows, *, aurora=None, kwargs=None, retry=None
+    admin,
+    dsql,
+    workers,
+    increments,
+    hot_rows,
+    *,
+    aurora=None,
+    kwargs=None,
+    retry=None,
+    driver="psycopg2",
 ) -> tuple[int, int, int, float]:
-    """Run the workload once; return (increments lost, counted, conflicts, seconds)."""
+    """Run the workload once; return (increments lost, counted, conflicts, seconds).
+
+    psycopg2: a connection per worker; psycopg: a ``warm()`` keeper per worker; sqlalchemy:
+    one engine (psycopg2) for all; asyncpg: a connection per task, in one event loop.
+    """
     counters = table(admin, "id int PRIMARY KEY, n int")
     admin.execute(f"INSERT INTO {counters} SELECT g, 0 FROM generate_series(0, {hot_rows - 1}) g")
+    select = f"SELECT n FROM {counters} WHERE id = %s"
+    update = f"UPDATE {counters} SET n = %s WHERE id = %s"
     lost = [0]
     lock = threading.Lock()
+    engine = None
+    if driver == "sqlalchemy":
+        engine = warmdb.sqlalchemy.create_engine(driver="psycopg2", pool_size=workers, **kwargs)
 
     def work(worker: int) -> None:
         row = worker % hot_rows
 
         def increment(conn, attempt=1) -> None:
+            if engine is not None:
+                n = conn.exec_driver_sql(select, (row,)).scalar_one()
+                time.sleep(0.001)
+                conn.exec_driver_sql(update, (n + 1, row))
+                return
             with conn.cursor() as cur:
-                cur.execute(f"SELECT n FROM {counters} WHERE id = %s", (row,))
+                cur.execute(select, (row,))
                 (n,) = cur.fetchone()
                 time.sleep(0.001)  # the work between the read and the write
-                cur.execute(f"UPDATE {counters} SET n = %s WHERE id = %s", (n + 1, row))
+                cur.execute(update, (n + 1, row))
 
-        conn = None if aurora is not None else warmdb.psycopg2.connect(**kwargs)
+        if aurora is not None:
+            target = aurora
+        elif engine is not None:
+            target = engine
+        elif driver == "psycopg":
+            target = warmdb.psycopg.warm(**kwargs)
+        else:
+            target = warmdb.psycopg2.connect(**kwargs)
         try:
             for _ in range(increments):
                 try:
                     if aurora is not None:
                         aurora.run_transaction(increment)
                     else:
-                        run_transaction(conn, increment, retry=retry)
+                        run_transaction(target, increment, retry=retry)
                 except Exception:
                     with lock:
                         lost[0] += 1
         finally:
-            if conn is not None:
-                conn.close()
+            if target is not aurora and target is not engine:
+                target.close()
+
+    async def work_async(worker: int) -> None:
+        row = worker % hot_rows
+
+        async def increment(conn, attempt) -> None:
+            n = await conn.fetchval(select.replace("%s", "$1"), row)
+            await asyncio.sleep(0.001)
+            await conn.execute(update.replace("%s", "$1", 1).replace("%s", "$2"), n + 1, row)
+
+        conn = await warmdb.asyncpg.connect(**kwargs)
+        try:
+            for _ in range(increments):
+                try:
+                    await run_transaction_async(conn, increment, retry=retry)
+                except Exception:
+                    lost[0] += 1
+        finally:
+            await conn.close()
+
+    async def all_async() -> None:
+        await asyncio.gather(*(work_async(w) for w in range(workers)))
 
     before = dsql.stats.occ_conflicts
     started = time.perf_counter()
-    threads = [threading.Thread(target=work, args=(w,)) for w in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    if driver == "asyncpg":
+        asyncio.run(all_async())
+    else:
+        threads = [threading.Thread(target=work, args=(w,)) for w in range(workers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
     seconds = time.perf_counter() - started
+    if engine is not None:
+        engine.dispose()
     (total,) = admin.execute(f"SELECT sum(n) FROM {counters}").fetchone()
     return lost[0], total, dsql.stats.occ_conflicts - before, seconds
 

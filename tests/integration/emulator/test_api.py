@@ -86,6 +86,10 @@ def test_pytest_plugin_fixture_and_options(tmp_path):
             @pytest.fixture(scope="session")
             def dsql_emulator_options():
                 return {"region": "ap-south-1", "time_scale": 30, "token_time_scale": 1}
+
+            @pytest.fixture(scope="session")
+            def rds_postgres_emulator_options():
+                return {"idle_client_timeout": 1800}
             """
         )
     )
@@ -101,6 +105,13 @@ def test_pytest_plugin_fixture_and_options(tmp_path):
                 with psycopg.connect(**dsql_emulator.connection_params()) as conn:
                     assert conn.execute("select 1").fetchone() == (1,)
                 assert dsql_emulator.stats.accepted == 1
+
+            def test_rds_postgres(rds_postgres_emulator):
+                rds = rds_postgres_emulator
+                assert rds.engine.name == "rds-postgres"
+                assert "Action=connect&DBUser=admin" in rds.token()
+                with psycopg.connect(**rds.connection_params()) as conn:
+                    assert conn.execute("select 1").fetchone() == (1,)
             """
         )
     )
@@ -112,7 +123,7 @@ def test_pytest_plugin_fixture_and_options(tmp_path):
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 passed" in result.stdout
+    assert "2 passed" in result.stdout
 
 
 def test_pgserver_wheel_binaries_as_upstream():

@@ -3,7 +3,9 @@
 The driver modules are the entry points: :mod:`warmdb.psycopg`, :mod:`warmdb.psycopg2` and
 :mod:`warmdb.asyncpg`. This package imports nothing heavy, so importing it costs a cold start
 next to nothing. It gives the exceptions, :class:`~warmdb.policy.Policy`,
-:func:`~warmdb.governor.limit_connect_rate` and :func:`generate_token`; the submodules
+:func:`~warmdb.governor.limit_connect_rate`, :func:`generate_token`, and (imported on first
+use) :mod:`warmdb.transactions`' ``run_transaction``, ``write_batches`` (and their async
+forms) and ``OCCRetryConfig``; the submodules
 :mod:`warmdb.events` and :mod:`warmdb.emulator` are reachable as attributes, imported on
 first use.
 """
@@ -34,6 +36,7 @@ __all__ = [
     "ConflictError",
     "ConnectError",
     "CredentialsError",
+    "OCCRetryConfig",
     "Policy",
     "PoolClosed",
     "PoolError",
@@ -44,20 +47,36 @@ __all__ = [
     "__version__",
     "generate_token",
     "limit_connect_rate",
+    "run_transaction",
+    "run_transaction_async",
+    "write_batches",
+    "write_batches_async",
 ]
 
 __version__ = "0.1.0"
 
-# Submodules reachable as attributes (``warmdb.events.counts()``), imported on first use so
-# that ``import warmdb`` stays cheap.
+# Submodules reachable as attributes (``warmdb.events.counts()``), and the transaction
+# functions re-exported from warmdb.transactions, imported on first use so that
+# ``import warmdb`` stays cheap.
 _LAZY_SUBMODULES = frozenset({"events", "emulator", "drivers", "transactions"})
+_FROM_TRANSACTIONS = frozenset(
+    {
+        "OCCRetryConfig",
+        "run_transaction",
+        "run_transaction_async",
+        "write_batches",
+        "write_batches_async",
+    }
+)
 
 
 def __getattr__(name: str) -> object:
-    if name in _LAZY_SUBMODULES:
-        import importlib
+    import importlib
 
+    if name in _LAZY_SUBMODULES:
         return importlib.import_module(f"warmdb.{name}")
+    if name in _FROM_TRANSACTIONS:
+        return getattr(importlib.import_module("warmdb.transactions"), name)
     raise AttributeError(f"module 'warmdb' has no attribute {name!r}")
 
 

@@ -267,6 +267,7 @@ def create_pool(
     connection_class: type[asyncpg.Connection] = asyncpg.Connection,
     record_class: type[asyncpg.Record] = asyncpg.Record,
     custom_credentials_provider: object | None = None,
+    retry: Any = None,
     **kwargs: object,
 ) -> WarmPool:
     """Return an asyncpg pool whose connections warmdb opens, renews and checks.
@@ -300,6 +301,8 @@ def create_pool(
     :param connection_class: the class of the connections (a subclass of
         :class:`asyncpg.Connection`).
     :param record_class: the class of the records queries return.
+    :param retry: the OCC retry budget of ``pool.run_transaction()``
+        (:class:`warmdb.OCCRetryConfig`...; warmdb's default when ``None``).
     :param custom_credentials_provider: a botocore ``CredentialProvider`` tried first.
     :param kwargs: warmdb's endpoint arguments and :func:`asyncpg.connect`'s (``timeout``,
         ``command_timeout``, ``statement_cache_size``...), as for :func:`connect`.
@@ -323,6 +326,7 @@ def create_pool(
         reset=reset,
         connection_class=connection_class,
         record_class=record_class,
+        retry=retry,
     )
 
 

@@ -27,12 +27,14 @@ import threading
 from warmdb._log import get_logger
 
 __all__ = [
+    "ConflictRetryEvent",
     "ConnectEvent",
     "Listener",
     "RecycleEvent",
     "RetryEvent",
     "add_listener",
     "counts",
+    "emit_conflict_retry",
     "remove_listener",
     "reset_counts",
 ]
@@ -165,6 +167,31 @@ class RecycleEvent:
         )
 
 
+class ConflictRetryEvent:
+    """A transaction lost a concurrency conflict and will run again
+    (:func:`warmdb.transactions.run_transaction`, ``write_batches``).
+
+    :ivar attempt: the number of the attempt that lost (1 for the first).
+    :ivar delay: seconds to wait before the next attempt.
+    :ivar code: the conflict (``"OC000"``, ``"OC001"``, ``"40001"``, ``"40P01"``,
+        ``"1213"``, ``"1205"``), or ``"broken"``: the connection was lost before COMMIT
+        was sent, and the next attempt runs on a new one.
+    """
+
+    __slots__ = ("attempt", "code", "delay")
+
+    def __init__(self, *, attempt: int, delay: float, code: str) -> None:
+        self.attempt = attempt
+        self.delay = delay
+        self.code = code
+
+    def __repr__(self) -> str:
+        return (
+            f"ConflictRetryEvent(attempt={self.attempt}, delay={self.delay:.4f}, "
+            f"code={self.code!r})"
+        )
+
+
 class Listener:
     """Receives warmdb's events. Every method is a no-op; override the ones you need."""
 
@@ -176,6 +203,9 @@ class Listener:
 
     def on_recycle(self, event: RecycleEvent) -> None:
         """A connection was closed to be replaced."""
+
+    def on_conflict_retry(self, event: ConflictRetryEvent) -> None:
+        """A transaction lost a conflict and runs again after ``event.delay`` seconds."""
 
 
 _lock = threading.Lock()
@@ -199,8 +229,8 @@ def remove_listener(listener: Listener) -> None:
 
 
 def counts() -> dict[str, int]:
-    """Process-wide totals: ``connects``, ``retries``, ``retries.REASON``, ``recycles`` and
-    ``recycles.REASON``."""
+    """Process-wide totals: ``connects``, ``retries``, ``retries.REASON``, ``recycles``,
+    ``recycles.REASON``, ``conflict_retries`` and ``conflict_retries.CODE``."""
     with _lock:
         return dict(_counts)
 
@@ -261,6 +291,22 @@ def emit_recycle(event: RecycleEvent) -> None:
     )
     for listener in _listeners:
         _deliver(listener.on_recycle, event)
+
+
+def emit_conflict_retry(event: ConflictRetryEvent) -> None:
+    """Count, log and deliver a :class:`ConflictRetryEvent`."""
+    _count("conflict_retries", f"conflict_retries.{event.code}")
+    logger.debug(
+        "transaction conflict %s on attempt %d; running it again in %.4f s",
+        event.code,
+        event.attempt,
+        event.delay,
+    )
+    for listener in _listeners:
+        # getattr: listeners written before this event need not define the method.
+        method = getattr(listener, "on_conflict_retry", None)
+        if method is not None:
+            _deliver(method, event)
 
 
 def _deliver(method: object, event: object) -> None:

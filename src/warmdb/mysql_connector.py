@@ -280,6 +280,7 @@ def pool(
     max_size: int = 10,
     timeout: float = 30.0,
     open: bool = True,
+    retry: Any = None,
     custom_credentials_provider: object | None = None,
     policy: Policy | None = None,
     **kwargs: object,
@@ -287,7 +288,9 @@ def pool(
     """Return a thread-safe pool of mysql-connector connections; the arguments are those of
     :func:`warmdb.pymysql.pool`."""
     plan = _plan(dsn, kwargs, custom_credentials_provider, policy)
-    return queue_pool(plan, min_size=min_size, max_size=max_size, timeout=timeout, open=open)
+    return queue_pool(
+        plan, min_size=min_size, max_size=max_size, timeout=timeout, open=open, retry=retry
+    )
 
 
 def __getattr__(name: str) -> object:

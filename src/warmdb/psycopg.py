@@ -337,6 +337,7 @@ def pool(
     reset: Callable[[psycopg.Connection], None] | None = None,
     connection_class: type[psycopg.Connection] = psycopg.Connection,
     custom_credentials_provider: object | None = None,
+    retry: Any = None,
     **kwargs: object,
 ) -> ConnectionPool:
     """Return a :class:`psycopg_pool.ConnectionPool` whose connections warmdb opens and checks.
@@ -373,6 +374,8 @@ def pool(
     :param reset: called with each connection given back, as in psycopg_pool.
     :param connection_class: the class of the connections (a subclass of
         :class:`psycopg.Connection`).
+    :param retry: the OCC retry budget of ``pool.run_transaction()``
+        (:class:`warmdb.OCCRetryConfig`...; warmdb's default when ``None``).
     :param custom_credentials_provider: a botocore ``CredentialProvider`` tried first.
     :param kwargs: warmdb's endpoint arguments and psycopg's connect arguments, as for
         :func:`connect`.
@@ -399,6 +402,7 @@ def pool_async(
     reset: Callable[[psycopg.AsyncConnection], Awaitable[None]] | None = None,
     connection_class: type[psycopg.AsyncConnection] = psycopg.AsyncConnection,
     custom_credentials_provider: object | None = None,
+    retry: Any = None,
     **kwargs: object,
 ) -> AsyncConnectionPool:
     """Return a :class:`psycopg_pool.AsyncConnectionPool`; the arguments are those of

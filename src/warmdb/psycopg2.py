@@ -221,6 +221,7 @@ def pool(
     max_size: int = 10,
     timeout: float = 30.0,
     open: bool = True,
+    retry: Any = None,
     connection_factory: object | None = None,
     cursor_factory: object | None = None,
     custom_credentials_provider: object | None = None,
@@ -246,6 +247,8 @@ def pool(
         use, 30 by default.
     :param open: open the *min_size* connections now (default); ``False`` leaves it to
         ``pool.open()`` or the first checkout.
+    :param retry: the OCC retry budget of ``pool.run_transaction()``
+        (:class:`warmdb.OCCRetryConfig`...; warmdb's default when ``None``).
     :param connection_factory: as for :func:`connect`.
     :param cursor_factory: as for :func:`connect`.
     :param custom_credentials_provider: as for :func:`connect`.
@@ -257,7 +260,9 @@ def pool(
     plan = _plan(
         dsn, kwargs, connection_factory, cursor_factory, custom_credentials_provider, policy
     )
-    return queue_pool(plan, min_size=min_size, max_size=max_size, timeout=timeout, open=open)
+    return queue_pool(
+        plan, min_size=min_size, max_size=max_size, timeout=timeout, open=open, retry=retry
+    )
 
 
 def __getattr__(name: str) -> object:

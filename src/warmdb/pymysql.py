@@ -238,6 +238,7 @@ def pool(
     max_size: int = 10,
     timeout: float = 30.0,
     open: bool = True,
+    retry: Any = None,
     custom_credentials_provider: object | None = None,
     policy: Policy | None = None,
     **kwargs: object,
@@ -251,6 +252,8 @@ def pool(
     :param max_size: connections open at once, at most.
     :param timeout: seconds a checkout waits for a free connection, 30 by default.
     :param open: open the *min_size* connections now (default).
+    :param retry: the OCC retry budget of ``pool.run_transaction()``
+        (:class:`warmdb.OCCRetryConfig`...; warmdb's default when ``None``).
     :param custom_credentials_provider: as for :func:`connect`.
     :param policy: lifetime, idle and ping checks, connect timeout and retries; the preset for
         the endpoint by default (:data:`~warmdb.policy.RDS_PROXY` behind RDS Proxy).
@@ -258,7 +261,9 @@ def pool(
     :raises ConfigurationError: bad arguments, or SQLAlchemy is not installed.
     """
     plan = _plan(dsn, kwargs, custom_credentials_provider, policy)
-    return queue_pool(plan, min_size=min_size, max_size=max_size, timeout=timeout, open=open)
+    return queue_pool(
+        plan, min_size=min_size, max_size=max_size, timeout=timeout, open=open, retry=retry
+    )
 
 
 def __getattr__(name: str) -> object:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import asyncpg.pool
 import psycopg
 import pytest
 
@@ -283,3 +284,45 @@ def test_asyncpg_pool_timeout_closed_and_timers(scaled_dsql_kwargs):
             await pool.acquire()
 
     asyncio.run(main())
+
+
+def test_pools_run_transaction_like_the_official_connector(scaled_dsql, scaled_dsql_kwargs):
+    """``pool.run_transaction(callback, retry=...)`` on every warmdb pool, callbacks taking
+    the connection only, as aurora-dsql-python-connector's pools do."""
+    import warmdb.psycopg2
+
+    kwargs = {**scaled_dsql_kwargs, "policy": SCALED_POLICY.replace(max_lifetime=None)}
+    retry = warmdb.OCCRetryConfig(max_retries=5)
+
+    def sync_value(conn) -> int:
+        cur = conn.cursor()
+        cur.execute("SELECT 41 + 1")
+        return cur.fetchone()[0]
+
+    psycopg2_pool = warmdb.psycopg2.pool(min_size=1, max_size=1, retry=retry, **kwargs)
+    try:
+        assert psycopg2_pool.retry is retry
+        assert psycopg2_pool.run_transaction(sync_value) == 42
+    finally:
+        psycopg2_pool.close()
+    with warmdb.psycopg.pool(min_size=1, max_size=1, open=True, **kwargs) as psycopg_pool:
+        assert psycopg_pool.run_transaction(sync_value, retry=retry) == 42
+
+    async def main() -> list[int]:
+        async def async_value(conn) -> int:
+            if isinstance(conn, asyncpg.pool.PoolConnectionProxy):
+                return await conn.fetchval("SELECT 42")
+            cur = await conn.execute("SELECT 42")
+            return (await cur.fetchone())[0]
+
+        results = []
+        async with warmdb.psycopg.pool_async(min_size=1, max_size=1, open=False, **kwargs) as pool:
+            results.append(await pool.run_transaction(async_value))
+        pool = await warmdb.asyncpg.create_pool(min_size=1, max_size=1, retry=retry, **kwargs)
+        try:
+            results.append(await pool.run_transaction(async_value))
+        finally:
+            await pool.close()
+        return results
+
+    assert asyncio.run(main()) == [42, 42]

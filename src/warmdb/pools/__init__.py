@@ -26,14 +26,63 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from typing import Any
+
     from warmdb._connect import ConnectPlan
     from warmdb.pools.queue import ConnectionPool
 
-__all__ = ["queue_pool"]
+__all__ = ["AsyncTransactions", "Transactions", "queue_pool"]
+
+
+class Transactions:
+    """``pool.run_transaction(callback, retry=...)`` for warmdb's sync pools, as
+    aurora-dsql-python-connector's pools have it (see :mod:`warmdb.transactions`).
+
+    :ivar retry: the pool's OCC retry budget (``retry=`` of the pool constructor): an
+        ``OCCRetryConfig``, a :class:`~warmdb.retry.Backoff`, ``True``/``False`` or ``None``
+        (warmdb's default budget).
+    """
+
+    __slots__ = ()
+    retry: Any = None
+
+    def run_transaction(self, callback: Callable[[Any], Any], *, retry: Any = None) -> Any:
+        """Run ``callback(conn)`` in a transaction on a connection of this pool, retrying it
+        on OCC conflicts within *retry* (the pool's budget when ``None``).
+
+        :raises ConflictError: conflicts went on past the retry budget.
+        """
+        from warmdb.transactions import merge_retry, run_transaction
+
+        merged = merge_retry(self.retry, retry)
+        return run_transaction(self, callback, retry=merged, with_attempt=False)
+
+
+class AsyncTransactions:
+    """:class:`Transactions` for warmdb's async pools: ``await pool.run_transaction(...)``."""
+
+    __slots__ = ()
+    retry: Any = None
+
+    async def run_transaction(
+        self, callback: Callable[[Any], Awaitable[Any]], *, retry: Any = None
+    ) -> Any:
+        """As :meth:`Transactions.run_transaction`, awaiting *callback*."""
+        from warmdb.transactions import merge_retry, run_transaction_async
+
+        merged = merge_retry(self.retry, retry)
+        return await run_transaction_async(self, callback, retry=merged, with_attempt=False)
 
 
 def queue_pool(
-    plan: ConnectPlan, *, min_size: int, max_size: int, timeout: float, open: bool
+    plan: ConnectPlan,
+    *,
+    min_size: int,
+    max_size: int,
+    timeout: float,
+    open: bool,
+    retry: Any = None,
 ) -> ConnectionPool:
     """A :class:`warmdb.pools.queue.ConnectionPool` for a sync driver's *plan*, checked
     arguments included; what the sync drivers' ``pool()`` returns.
@@ -55,4 +104,6 @@ def queue_pool(
             f"warmdb.{name}.pool() is built on SQLAlchemy's pool: "
             f"pip install 'warmdb[{name},sqlalchemy]'"
         ) from exc
-    return ConnectionPool(plan, min_size=min_size, max_size=max_size, timeout=timeout, open=open)
+    return ConnectionPool(
+        plan, min_size=min_size, max_size=max_size, timeout=timeout, open=open, retry=retry
+    )

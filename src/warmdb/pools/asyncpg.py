@@ -21,6 +21,7 @@ from warmdb._arguments import check_count, check_seconds
 from warmdb._connect import ConnectPlan, open_connection_async
 from warmdb.errors import ConfigurationError, PoolClosed, PoolTimeout
 from warmdb.policy import random_fraction
+from warmdb.pools import AsyncTransactions
 from warmdb.warm import KeptConnection, judge_async, report_recycle
 
 TYPE_CHECKING = False
@@ -55,6 +56,7 @@ def make_pool(
     max_size: int,
     max_queries: int,
     max_inactive_connection_lifetime: float | None,
+    retry: Any = None,
     **options: Any,
 ) -> WarmPool:
     """What ``warmdb.asyncpg.create_pool()`` does: check, resolve, build the pool."""
@@ -79,7 +81,7 @@ def make_pool(
         idle = plan.policy.max_idle
         max_inactive_connection_lifetime = _ASYNCPG_MAX_INACTIVE if idle is None else idle
     inactive = check_seconds("max_inactive_connection_lifetime", max_inactive_connection_lifetime)
-    return WarmPool(
+    pool = WarmPool(
         plan,
         setup=setup,
         min_size=min_size,
@@ -88,6 +90,8 @@ def make_pool(
         max_inactive_connection_lifetime=inactive,
         **options,
     )
+    pool.retry = retry
+    return pool
 
 
 # Arguments warmdb sets itself, and what to do instead.
@@ -100,7 +104,7 @@ _POOL_OWNED = {
 _ASYNCPG_MAX_INACTIVE = 300.0
 
 
-class WarmPool(asyncpg.pool.Pool):
+class WarmPool(asyncpg.pool.Pool, AsyncTransactions):
     """asyncpg's pool with warmdb's connects, a maximum lifetime and a checkout check.
 
     Made by ``warmdb.asyncpg.create_pool()``. Each connection has a
@@ -121,6 +125,7 @@ class WarmPool(asyncpg.pool.Pool):
         "_records",
         "_timers",
         "_warm_setup",
+        "retry",
     )
 
     def __init__(

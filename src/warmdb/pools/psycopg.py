@@ -31,6 +31,7 @@ from warmdb._arguments import check_count, check_seconds
 from warmdb._connect import ConnectPlan, open_connection, open_connection_async
 from warmdb.errors import ConfigurationError, PoolClosed, PoolTimeout
 from warmdb.policy import random_fraction
+from warmdb.pools import AsyncTransactions, Transactions
 from warmdb.warm import KeptConnection, judge, judge_async, report_recycle
 
 TYPE_CHECKING = False
@@ -75,6 +76,7 @@ def make_pool(
     max_waiting: int,
     reconnect_timeout: float,
     num_workers: int,
+    retry: Any = None,
     **callbacks: object,
 ) -> Any:
     """What ``warmdb.psycopg.pool()`` and ``pool_async()`` do: check, resolve, build."""
@@ -97,7 +99,9 @@ def make_pool(
     base = adapter.options.get(
         "connection_class", psycopg.Connection if sync else psycopg.AsyncConnection
     )
-    return _pool_class(sync=sync)(plan, base, **callbacks, **options)
+    pool = _pool_class(sync=sync)(plan, base, **callbacks, **options)
+    pool.retry = retry
+    return pool
 
 
 # psycopg_pool arguments that warmdb sets itself, and what to do instead.
@@ -261,7 +265,7 @@ class _PoolRecords:
         # An expired one is closed by psycopg_pool's _close_connection, reported there.
 
 
-class _SyncPool(_PoolRecords):
+class _SyncPool(_PoolRecords, Transactions):
     """warmdb's checks for :class:`psycopg_pool.ConnectionPool`."""
 
     def _check_out(self, conn: psycopg.Connection[Any], *, sweep: bool = True) -> None:
@@ -313,7 +317,7 @@ class _SyncPool(_PoolRecords):
         super()._close_connection(conn)  # type: ignore[misc]
 
 
-class _AsyncPool(_PoolRecords):
+class _AsyncPool(_PoolRecords, AsyncTransactions):
     """warmdb's checks for :class:`psycopg_pool.AsyncConnectionPool`."""
 
     async def _check_out(self, conn: psycopg.AsyncConnection[Any], *, sweep: bool = True) -> None:

@@ -24,6 +24,7 @@ from sqlalchemy.pool import QueuePool
 from warmdb._connect import open_connection
 from warmdb.errors import PoolClosed, PoolTimeout, UsageError
 from warmdb.policy import random_fraction as policy_random_fraction
+from warmdb.pools import Transactions
 from warmdb.warm import PING, REUSE, KeptConnection, decide, report_recycle
 
 TYPE_CHECKING = False
@@ -157,7 +158,7 @@ class PoolCheck:
             report_recycle(self._plan, kept, "broken", self._clock())
 
 
-class ConnectionPool:
+class ConnectionPool(Transactions):
     """A thread-safe pool of a sync driver's connections, made by the driver's ``pool()``.
 
     ::
@@ -182,6 +183,7 @@ class ConnectionPool:
     :param timeout: seconds a checkout waits for a free connection when *max_size* are in use.
     :param open: open the pool now (its *min_size* connections); ``False`` leaves it to
         :meth:`open` or the first checkout.
+    :param retry: the OCC retry budget of :meth:`run_transaction`.
 
     :ivar min_size: connections opened at open and kept.
     :ivar max_size: connections open at once, at most.
@@ -196,7 +198,9 @@ class ConnectionPool:
         max_size: int,
         timeout: float,
         open: bool = True,
+        retry: Any = None,
     ) -> None:
+        self.retry = retry
         self.min_size = min_size
         self.max_size = max_size
         self.timeout = timeout

@@ -29,7 +29,6 @@ from warmdb.transactions._batches import (
 from warmdb.transactions._conflict import adapter_for_connection, conflict_code
 from warmdb.transactions._retry import (
     DEFAULT_RETRY,
-    ConflictRetryEvent,
     OCCRetryConfig,
     merge_retry,
     retry_schedule,
@@ -42,7 +41,6 @@ __all__ = [
     "DEFAULT_BATCH_TIME",
     "DEFAULT_RETRY",
     "BatchResult",
-    "ConflictRetryEvent",
     "OCCRetryConfig",
     "adapter_for_connection",
     "conflict_code",

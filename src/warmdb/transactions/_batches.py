@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Sequence
     from typing import Any
 
-    from warmdb.transactions._retry import ConflictRetryEvent, Retry
+    from warmdb.events import ConflictRetryEvent
+    from warmdb.transactions._retry import Retry
 
 __all__ = [
     "DEFAULT_BATCH_BYTES",

@@ -29,7 +29,6 @@ __all__ = [
     "BROKEN",
     "DEFAULT_RETRY",
     "Attempts",
-    "ConflictRetryEvent",
     "OCCRetryConfig",
     "merge_retry",
     "retry_schedule",
@@ -186,60 +185,11 @@ def merge_retry(pool_retry: Retry, retry: Retry) -> Retry:
 BROKEN = "broken"
 
 
-class ConflictRetryEvent:
-    """A transaction lost a concurrency conflict and will run again.
-
-    :ivar attempt: the number of the attempt that lost (1 for the first).
-    :ivar delay: seconds to wait before the next attempt.
-    :ivar code: the conflict (``"OC000"``, ``"OC001"``, ``"40001"``, ``"40P01"``,
-        ``"1213"``, ``"1205"``), or ``"broken"``: the connection was lost before COMMIT
-        was sent, and the next attempt runs on a new one.
-    """
-
-    __slots__ = ("attempt", "code", "delay")
-
-    def __init__(self, *, attempt: int, delay: float, code: str) -> None:
-        self.attempt = attempt
-        self.delay = delay
-        self.code = code
-
-    def __repr__(self) -> str:
-        return (
-            f"ConflictRetryEvent(attempt={self.attempt}, delay={self.delay:.4f}, "
-            f"code={self.code!r})"
-        )
-
-
-def emit_conflict_retry(event: ConflictRetryEvent) -> None:
-    """Count, log and deliver a :class:`ConflictRetryEvent` to every listener with an
-    ``on_conflict_retry`` method.
-
-    Counted in :func:`warmdb.events.counts` as ``conflict_retries`` and
-    ``conflict_retries.CODE``.
-    """
-    # Until warmdb.events has this event: the same counters and the same delivery.
-    emit = getattr(events, "emit_conflict_retry", None)
-    if emit is not None:
-        emit(event)
-        return
-    events._count("conflict_retries", f"conflict_retries.{event.code}")
-    logger.debug(
-        "transaction conflict %s on attempt %d; running it again in %.4f s",
-        event.code,
-        event.attempt,
-        event.delay,
-    )
-    for listener in events._listeners:
-        method = getattr(listener, "on_conflict_retry", None)
-        if method is not None:
-            events._deliver(method, event)
-
-
 class Attempts:
     """The attempts of one transaction: which one this is and whether a failure is retried.
 
     :param schedule: the retry budget; ``None`` for no retry.
-    :param on_conflict: called with each :class:`ConflictRetryEvent`, after the listeners.
+    :param on_conflict: called with each :class:`~warmdb.events.ConflictRetryEvent`, after the listeners.
     :param clock: monotonic seconds.
 
     :ivar attempt: the number of the attempt running (1 for the first).
@@ -262,7 +212,7 @@ class Attempts:
     def __init__(
         self,
         schedule: Backoff | None,
-        on_conflict: Callable[[ConflictRetryEvent], object] | None = None,
+        on_conflict: Callable[[events.ConflictRetryEvent], object] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._schedule = schedule
@@ -312,9 +262,9 @@ class Attempts:
                 code=code,
             ) from exc
         self._backoff = following
-        event = ConflictRetryEvent(attempt=self.attempt, delay=following.delay, code=code)
+        event = events.ConflictRetryEvent(attempt=self.attempt, delay=following.delay, code=code)
         self.attempt += 1
-        emit_conflict_retry(event)
+        events.emit_conflict_retry(event)
         if self._on_conflict is not None:
             self._on_conflict(event)
         return following.delay

@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     from typing import Any, TypeVar
 
     from warmdb.drivers import Adapter, AsyncAdapter, SyncAdapter
-    from warmdb.transactions._retry import ConflictRetryEvent, Retry
+    from warmdb.events import ConflictRetryEvent
+    from warmdb.transactions._retry import Retry
 
     T = TypeVar("T")
 

@@ -178,17 +178,33 @@ def open_server(
     """The server of a run: *kwargs* (warmdb's, with ``host``) or a new embedded emulator.
 
     :param family: the drivers' database family: the DSQL emulator for ``postgresql``, the
-        RDS MySQL emulator (in process) for ``mysql``.
-    :param in_process: run the DSQL emulator in this process (its statistics are then live);
-        otherwise in a child process, with temporary credentials.
+        RDS MySQL emulator for ``mysql``.
+    :param in_process: run the emulator in this process (its statistics are then live);
+        otherwise in a child process (DSQL's with temporary credentials).
     :param emulator_options: the emulator's options, in process.
     """
     if kwargs:
         return remote(kwargs)
     if family == "mysql":
-        from warmdb.emulator.mysql.service import serve as serve_mysql
+        if in_process:
+            from warmdb.emulator.mysql.service import serve as serve_mysql
 
-        return embedded_mysql(serve_mysql(**emulator_options))
+            return embedded_mysql(serve_mysql(**emulator_options))
+        process = EmulatorProcess(MYSQL_CHILD).start()
+        info = process.info
+        return BenchServer(
+            description=f"embedded RDS MySQL emulator on 127.0.0.1:{info['port']} (TLS, IAM "
+            "tokens; own process)",
+            kwargs={
+                "host": "127.0.0.1",
+                "port": info["port"],
+                "auth": "rds",
+                "region": info["region"],
+                "user": info["master_user"],
+            },
+            environment=process.environment(),
+            process=process,
+        )
     if in_process:
         from warmdb.emulator.service import serve
 
@@ -224,17 +240,37 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+#: ``warmdb emulate --json`` for DSQL, with temporary credentials.
+DSQL_CHILD = ("-m", "warmdb", "emulate", "--json", "--session-token", "--log-level", "warning")
+#: The RDS MySQL emulator the same way (``warmdb emulate`` has no MySQL engine yet): print
+#: its description as one JSON line, serve until SIGTERM.
+MYSQL_CHILD = (
+    "-c",
+    "import json, signal, threading\n"
+    "from warmdb.emulator.mysql.service import serve\n"
+    "stop = threading.Event()\n"
+    "signal.signal(signal.SIGTERM, lambda *_: stop.set())\n"
+    "with serve() as rds:\n"
+    "    print(json.dumps(rds.describe()), flush=True)\n"
+    "    stop.wait()\n",
+)
+
+
 class EmulatorProcess:
-    """``warmdb emulate --json --session-token`` in a child process.
+    """An emulator in a child process: by default ``warmdb emulate --json --session-token``.
 
     The child's first line on stdout describes the endpoint, credentials included (read
-    through a pipe, written nowhere); SIGTERM stops it and it prints its statistics. It gets
-    SIGTERM too when this process dies.
+    through a pipe, written nowhere); SIGTERM stops it (``warmdb emulate`` then prints its
+    statistics). It gets SIGTERM too when this process dies.
 
+    :param arguments: the interpreter's arguments that start the child.
     :param startup_timeout: seconds the emulator has to start.
     """
 
-    def __init__(self, *, startup_timeout: float = 60.0) -> None:
+    def __init__(
+        self, arguments: tuple[str, ...] = DSQL_CHILD, *, startup_timeout: float = 60.0
+    ) -> None:
+        self.arguments = arguments
         self.startup_timeout = startup_timeout
         self.info: dict[str, Any] = {}
         self.final_stats: dict[str, Any] | None = None
@@ -251,10 +287,9 @@ class EmulatorProcess:
 
         from warmdb.errors import ConfigurationError
 
-        command = [sys.executable, "-m", "warmdb", "emulate", "--json", "--session-token"]
         with tempfile.TemporaryFile(mode="w+") as errors:
             self._process = subprocess.Popen(
-                [*command, "--log-level", "warning"],
+                [sys.executable, *self.arguments],
                 stdout=subprocess.PIPE,
                 stderr=errors,
                 text=True,

@@ -189,7 +189,8 @@ class Attempts:
     """The attempts of one transaction: which one this is and whether a failure is retried.
 
     :param schedule: the retry budget; ``None`` for no retry.
-    :param on_conflict: called with each :class:`~warmdb.events.ConflictRetryEvent`, after the listeners.
+    :param on_conflict: called with each :class:`~warmdb.events.ConflictRetryEvent`, after
+        the listeners.
     :param clock: monotonic seconds.
 
     :ivar attempt: the number of the attempt running (1 for the first).

@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from warmdb.errors import WarmdbError
+from warmdb.errors import ConfigurationError, WarmdbError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -46,13 +46,18 @@ def _build_parser(command: str | None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status (0 success, 1 failure, 2 usage error)."""
+    """Run the command line; return the exit status (0 success, 1 failure, 2 usage error:
+    a bad option, or a :class:`~warmdb.ConfigurationError` from the subcommand)."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in args_list if a in COMMANDS), None)
     parser = _build_parser(command)
     args = parser.parse_args(args_list)
     try:
         return int(importlib.import_module(COMMANDS[args.command][0]).run(args))
+    except ConfigurationError as exc:
+        # A bad option or argument: a usage error, as argparse's own (exit 2).
+        print(f"warmdb {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except WarmdbError as exc:
         print(f"warmdb {args.command}: error: {exc}", file=sys.stderr)
         return 1

@@ -41,12 +41,25 @@ def test_token_options(aws_credentials, frozen_clock, capsys):
     assert out.startswith("db.x.us-east-1.rds.amazonaws.com:3306/?Action=connect&DBUser=u&")
 
 
-def test_errors_are_one_line_with_exit_status_1(aws_credentials, capsys):
-    assert main(["token", "--host", "localhost"]) == 1
+def test_bad_options_are_one_line_usage_errors_naming_flags(aws_credentials, capsys):
+    assert main(["token", "--host", "localhost"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("warmdb token: error: host 'localhost' does not use IAM")
-    assert main(["token", "--host", "h.dsql.us-east-1.on.aws", "--expires", "0"]) == 1
-    assert "between 1 and 604800" in capsys.readouterr().err
+    assert "pass --auth dsql or --auth rds" in err
+    assert err.count("\n") == 1
+    assert main(["token", "--host", "h.dsql.us-east-1.on.aws", "--expires", "0"]) == 2
+    assert "--expires must be between 1 and 604800" in capsys.readouterr().err
+    assert main(["token", "--host", "h.dsql.us-east-1.on.aws", "--region", "eu"]) == 2
+    assert "--region eu is not an AWS region name" in capsys.readouterr().err
+    assert main(["token", "--host", "abcdefghijklmnopqrstuvwxyz"]) == 2
+    assert "pass --region us-east-1" in capsys.readouterr().err
+
+
+def test_missing_credentials_is_a_failure_not_a_usage_error(capsys, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "botocore", None)
+    monkeypatch.setitem(__import__("sys").modules, "botocore.session", None)
+    assert main(["token", "--host", "h.dsql.us-east-1.on.aws"]) == 1
+    assert "no AWS credentials" in capsys.readouterr().err
 
 
 def test_usage_errors_exit_2():

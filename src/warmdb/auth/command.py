@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
+from warmdb.errors import ConfigurationError
+
 __all__ = ["add_arguments", "run"]
+
+# generate_token's messages name its keyword arguments (region='us-east-1'); the command
+# line's name its flags (--region us-east-1).
+_KEYWORD = re.compile(r"\b(auth|region|user|port|profile|host)=(?:'([^']*)'|(\S+))")
+_FLAG_FOR = {"token_duration_secs": "--expires"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +53,17 @@ def run(args: argparse.Namespace) -> int:
         "auth": args.auth,
         "profile": args.profile,
     }
-    token = generate_token(**{k: v for k, v in options.items() if v is not None})
+    try:
+        token = generate_token(**{k: v for k, v in options.items() if v is not None})
+    except ConfigurationError as exc:
+        raise ConfigurationError(in_flags(str(exc))) from exc
     sys.stdout.write(token + "\n")
     return 0
+
+
+def in_flags(message: str) -> str:
+    """*message* with Python keyword arguments written as this command's flags."""
+    message = _KEYWORD.sub(lambda m: f"--{m.group(1)} {m.group(2) or m.group(3)}", message)
+    for keyword, flag in _FLAG_FOR.items():
+        message = message.replace(keyword, flag)
+    return message

@@ -81,5 +81,7 @@ def check_targets(result: RunResult) -> list[TargetCheck]:
 def _check(name: str, driver: str, value: float, limit: float, what: str) -> TargetCheck:
     met = value <= limit
     verdict = "meets" if met else "MISSES"
-    text = f"{driver}: {what}: {value:.3g}x, target <= {limit:g}x: {verdict}"
+    # Three decimals near 1: 1.0503x must not print as the 1.05x it misses.
+    shown = f"{value:.3f}" if value >= 0.1 else f"{value:.3g}"
+    text = f"{driver}: {what}: {shown}x, target <= {limit:g}x: {verdict}"
     return TargetCheck(name=name, driver=driver, value=value, limit=limit, met=met, text=text)

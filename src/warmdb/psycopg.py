@@ -57,7 +57,8 @@ __all__ = [
 # libpq's CONNECTION_BAD as a plain int: comparing pgconn.status to the IntEnum member costs
 # 50 ns more, at every pool checkout and return.
 _CONNECTION_BAD = int(psycopg.pq.ConnStatus.BAD)
-_IDLE = psycopg.pq.TransactionStatus.IDLE
+# Likewise TRANSACTION_IDLE: conn.info builds a new object at each access.
+_IDLE = int(psycopg.pq.TransactionStatus.IDLE)
 # psycopg.Connection.connect's own arguments, beside libpq's keywords.
 _CONNECT_KEYS = frozenset({"autocommit", "prepare_threshold", "row_factory", "cursor_factory"})
 _CONTEXT_KEYS = frozenset({"context"})
@@ -103,7 +104,7 @@ class _PsycopgKnowledge:
         return int(conn.fileno())
 
     def in_transaction(self, conn: Any) -> bool:
-        return bool(conn.info.transaction_status != _IDLE)
+        return bool(conn.pgconn.transaction_status != _IDLE)
 
 
 class PsycopgAdapter(_PsycopgKnowledge, SyncAdapter):

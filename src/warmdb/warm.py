@@ -291,21 +291,45 @@ class _KeeperBase(_Base["C"]):
             report_recycle(self.plan, kept, reason, self._clock())
         return conn
 
-    def _checkout_steps(self) -> Generator[Callable[[], Any], Any, C]:
-        adapter = self.plan.adapter
+    def _decide(self) -> tuple[str, float]:
+        """:func:`decide` for the kept connection (``"open"`` when there is none), and when.
+
+        Both fronts hand the connection out at once on :data:`REUSE`, the hot path, and
+        perform :meth:`_checkout_steps` otherwise.
+        """
+        now = self._clock()
         conn, kept = self._conn, self._kept
-        if conn is not None and kept is not None:
-            now = self._clock()
-            action = decide(kept, now, self._checkout_policy, adapter, conn)
-            if action == PING:
-                action = (yield from _ping_steps(kept, now, partial(adapter.ping, conn))) or REUSE
-            if action == REUSE:
-                return conn
+        if conn is None or kept is None:
+            return "open", now
+        return decide(kept, now, self._checkout_policy, self.plan.adapter, conn), now
+
+    def _checkout_steps(self, action: str, now: float) -> Generator[Callable[[], Any], Any, C]:
+        adapter = self.plan.adapter
+        if action == PING:
+            kept = self._kept
+            assert kept is not None
+            reason = yield from _ping_steps(kept, now, partial(adapter.ping, self._conn))
+            if reason is None:
+                return self._conn  # type: ignore[return-value]
+            action = reason
+        if action != "open":
             yield partial(adapter.close, self._forget(action))
         conn = yield partial(self._open, self.plan)
         self._conn = conn
         self._kept = KeptConnection(self._clock(), self.policy, self._random())
         return conn
+
+    def _released_as_is(self, exc: BaseException | None) -> bool:
+        """Whether the connection went back without I/O (the hot path): nothing failed, no
+        transaction is open, no close was asked for; else the front performs
+        :meth:`_release_steps`."""
+        conn, kept = self._conn, self._kept
+        if conn is None or kept is None:
+            return True
+        if exc is not None or self._close_at_release or self.plan.adapter.in_transaction(conn):
+            return False
+        kept.last_used = self._clock()
+        return True
 
     def _release_steps(self, exc: BaseException | None) -> Generator[Callable[[], Any], Any, None]:
         adapter = self.plan.adapter
@@ -367,7 +391,10 @@ class Keeper(_KeeperBase["C"]):
         self._lock.acquire()
         self._owner = me
         try:
-            return run(self._checkout_steps())
+            action, now = self._decide()
+            if action == REUSE:
+                return self._conn  # type: ignore[return-value]
+            return run(self._checkout_steps(action, now))
         except BaseException:
             self._owner = None
             self._lock.release()
@@ -375,7 +402,8 @@ class Keeper(_KeeperBase["C"]):
 
     def _release(self, exc: BaseException | None) -> None:
         try:
-            run(self._release_steps(exc))
+            if not self._released_as_is(exc):
+                run(self._release_steps(exc))
         finally:
             self._owner = None
             self._lock.release()
@@ -459,7 +487,10 @@ class AsyncKeeper(_KeeperBase["C"]):
         await lock.acquire()
         self._owner = task
         try:
-            return await run_async(self._checkout_steps())
+            action, now = self._decide()
+            if action == REUSE:
+                return self._conn  # type: ignore[return-value]
+            return await run_async(self._checkout_steps(action, now))
         except BaseException:
             self._owner = None
             lock.release()
@@ -468,7 +499,8 @@ class AsyncKeeper(_KeeperBase["C"]):
     async def _release(self, exc: BaseException | None) -> None:
         lock = self._lock
         try:
-            await run_async(self._release_steps(exc))
+            if not self._released_as_is(exc):
+                await run_async(self._release_steps(exc))
         finally:
             self._owner = None
             if lock is not None and lock.locked():

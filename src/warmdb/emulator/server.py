@@ -134,7 +134,8 @@ class Server:
         :raises OSError: the address cannot be bound (in use, not local, not an address).
         """
         _raise_open_files_limit()
-        self._listener = socket.create_server((self.host, self.port), backlog=4096)
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        self._listener = socket.create_server((self.host, self.port), family=family, backlog=4096)
         # A short timeout lets the accept loop notice stop() on every platform.
         self._listener.settimeout(0.2)
         self.port = int(self._listener.getsockname()[1])

@@ -223,3 +223,17 @@ def test_existing_data_dir_is_made_private(reachable_dir):
     data.chmod(0o755)
     with serve(data_dir=data):
         assert stat.S_IMODE(data.stat().st_mode) == 0o700
+
+
+def test_listens_on_ipv6_loopback():
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        with socket.create_server(("::1", 0), family=socket.AF_INET6):
+            pass
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    with serve(host="::1") as dsql:
+        params = {**dsql.connection_params(), "hostaddr": "::1"}
+        with psycopg.connect(**params) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)

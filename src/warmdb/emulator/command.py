@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("dsql", "rds-postgres", "mysql"),
         default="dsql",
         help="the service to emulate: dsql (default), rds-postgres (rds-db tokens, 200 new "
-        "connections/s, no transaction limits), mysql (not available in this build yet)",
+        "connections/s, no transaction limits), mysql (RDS MySQL with IAM, on MariaDB; "
+        "see docs/emulator-mysql.md)",
     )
     add("--port", type=int, default=0, help="TCP port (default: a free port, printed)")
     add("--listen", default="127.0.0.1", metavar="ADDRESS", help="address (default 127.0.0.1)")
@@ -82,7 +83,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="connection burst (default 1000 for dsql, 200 for rds-postgres)",
     )
-    add("--max-connections", type=int, help="open connections (default 10000)")
+    add(
+        "--max-connections",
+        type=int,
+        help="open connections (default 10000; mysql: MariaDB's max_connections, 151)",
+    )
+    add(
+        "--wait-timeout",
+        type=int,
+        metavar="S",
+        help="mysql only: MariaDB's own wait_timeout, whole seconds (default 28800)",
+    )
+    add(
+        "--iam-connect-rate",
+        type=float,
+        metavar="N",
+        help="mysql only: new IAM logins per second before refusals (default 200)",
+    )
     add(
         "--upstream-connections",
         type=int,
@@ -196,8 +213,71 @@ def build(args: argparse.Namespace) -> Emulator:
     )
 
 
+# The MySQL engine's own options, and what they default to when not given.
+_MYSQL_DEFAULTS = {"max_connections": 151, "wait_timeout": 28_800, "iam_connect_rate": 200.0}
+# Options of the PostgreSQL engines only, with their defaults: given with --engine mysql,
+# they are an error rather than silently ignored.
+_POSTGRES_ONLY = {
+    "session_token": False,
+    "data_dir": None,
+    "time_scale": 1.0,
+    "token_time_scale": None,
+    "occ_conflict_rate": 0.0,
+    "seed": None,
+    "connection_rate": None,
+    "connection_burst": None,
+    "upstream_connections": 1000,
+    "postgres_compatible": False,
+    "require_sni": None,
+    "connection_lifetime": None,
+    "transaction_age": None,
+    "transaction_rows": None,
+    "transaction_bytes": None,
+}
+
+
+def _mysql_arguments(args: argparse.Namespace) -> argparse.Namespace:
+    """*args* as the MySQL engine's command takes them.
+
+    :raises ConfigurationError: an option of the PostgreSQL engines was given, or a MySQL
+        option without ``--engine mysql`` (checked by the caller).
+    """
+    from warmdb.errors import ConfigurationError
+
+    for name, default in _POSTGRES_ONLY.items():
+        if getattr(args, name) != default:
+            flag = "--no-sni-check" if name == "require_sni" else "--" + name.replace("_", "-")
+            raise ConfigurationError(f"{flag} does not apply to --engine mysql")
+    values = vars(args).copy()
+    for name, default in _MYSQL_DEFAULTS.items():
+        if values.get(name) is None:
+            values[name] = default
+    if values["wait_timeout"] < 1 or values["iam_connect_rate"] <= 0:
+        raise ConfigurationError("--wait-timeout and --iam-connect-rate must be positive")
+    return argparse.Namespace(**values)
+
+
 def run(args: argparse.Namespace) -> int:
     """Start the emulator, print how to connect, serve until SIGINT or SIGTERM."""
+    if args.engine == "mysql":
+        import sys
+
+        from warmdb.emulator.mysql import command as mysql_command
+        from warmdb.errors import ConfigurationError
+
+        try:
+            mysql_args = _mysql_arguments(args)
+        except ConfigurationError as exc:
+            print(f"warmdb emulate: error: {exc}", file=sys.stderr)
+            return 2
+        return mysql_command.run(mysql_args)
+    for name in ("wait_timeout", "iam_connect_rate"):
+        if getattr(args, name) is not None:
+            import sys
+
+            flag = "--" + name.replace("_", "-")
+            print(f"warmdb emulate: error: {flag} applies to --engine mysql only", file=sys.stderr)
+            return 2
     import json
     import logging
     import signal

@@ -99,17 +99,8 @@ RDS_POSTGRES = Engine(
     },
 )
 
-MYSQL = Engine(
-    name="mysql",
-    description="RDS MySQL-compatible endpoint (IAM authentication)",
-    iam_kind="rds",
-    hostname="local.cluster-emulator.{region}.rds.amazonaws.com",
-    limits=Limits(connection_rate=200.0, connection_burst=200, **_UNLIMITED),  # type: ignore[arg-type]
-    is_available=False,
-)
-
 #: Every engine by ``--engine`` name; the first is the default.
-ENGINES = {engine.name: engine for engine in (DSQL, RDS_POSTGRES, MYSQL)}
+ENGINES = {engine.name: engine for engine in (DSQL, RDS_POSTGRES)}
 ENGINE_NAMES = tuple(ENGINES)
 
 
@@ -119,8 +110,14 @@ def get_engine(name: str) -> Engine:
     :raises ConfigurationError: no such engine, or not available in this build.
     """
     engine = ENGINES.get(name)
+    if name == "mysql":
+        # The MySQL protocol is a server of its own, on MariaDB.
+        raise ConfigurationError(
+            "engine='mysql' speaks the MySQL protocol: use warmdb.emulator.mysql.serve() "
+            "(or warmdb emulate --engine mysql)"
+        )
     if engine is None:
         raise ConfigurationError(f"engine={name!r} must be one of {', '.join(ENGINE_NAMES)}")
     if not engine.is_available:
-        raise ConfigurationError(f"engine={name!r} is not available in this build yet")
+        raise ConfigurationError(f"engine={name!r} is not available in this build")
     return engine

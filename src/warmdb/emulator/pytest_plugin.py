@@ -17,6 +17,10 @@ For RDS PostgreSQL (``rds-db`` tokens, no DSQL transaction rules), ask for
 ``{"idle_client_timeout": 1800, "time_scale": 1800}`` drops pooled connections idle one
 second, as RDS Proxy does after 30 minutes.
 
+For RDS MySQL (IAM tokens over TLS, on an embedded MariaDB), ask for ``mysql_emulator``,
+configured by ``mysql_emulator_options`` (the arguments of
+:class:`warmdb.emulator.mysql.MySQLEmulator`, e.g. ``{"idle_client_timeout": 2}``).
+
 Nothing is imported or started unless a test uses a fixture.
 """
 
@@ -30,11 +34,14 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from warmdb.emulator.mysql.service import MySQLEmulator
     from warmdb.emulator.service import Emulator
 
 __all__ = [
     "dsql_emulator",
     "dsql_emulator_options",
+    "mysql_emulator",
+    "mysql_emulator_options",
     "rds_postgres_emulator",
     "rds_postgres_emulator_options",
 ]
@@ -75,4 +82,24 @@ def rds_postgres_emulator(rds_postgres_emulator_options: dict[str, Any]) -> Iter
 
     options = {**rds_postgres_emulator_options, "engine": "rds-postgres"}
     with Emulator(**options) as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="session")
+def mysql_emulator_options() -> dict[str, Any]:
+    """Keyword arguments for the session's RDS MySQL emulator
+    (:class:`warmdb.emulator.mysql.MySQLEmulator`); RDS defaults unless overridden."""
+    return {}
+
+
+@pytest.fixture(scope="session")
+def mysql_emulator(mysql_emulator_options: dict[str, Any]) -> Iterator[MySQLEmulator]:
+    """A running RDS MySQL emulator on an embedded MariaDB, shared by the session.
+
+    It gives ``host``, ``port``, ``region``, ``hostname``, ``ca_path``, ``credentials``, live
+    ``stats``, ``token(user)`` (``rds-db`` tokens) and ``connection_params(user)``.
+    """
+    from warmdb.emulator.mysql.service import MySQLEmulator
+
+    with MySQLEmulator(**mysql_emulator_options) as emulator:
         yield emulator

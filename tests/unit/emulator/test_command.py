@@ -116,9 +116,24 @@ def test_session_token_is_not_for_environment_keys(monkeypatch):
         build(monkeypatch, "--credentials", "env", "--session-token")
 
 
-def test_mysql_engine_is_reserved_but_not_available(monkeypatch):
-    with pytest.raises(ConfigurationError, match="not available"):
+def test_mysql_engine_is_not_a_postgresql_emulator(monkeypatch):
+    with pytest.raises(ConfigurationError, match=r"warmdb\.emulator\.mysql"):
         build(monkeypatch, "--engine", "mysql")
+
+
+def test_mysql_options_are_checked_by_engine():
+    import argparse
+
+    from warmdb.emulator.command import _mysql_arguments, add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = _mysql_arguments(parser.parse_args(["--engine", "mysql", "--wait-timeout", "5"]))
+    assert (args.wait_timeout, args.max_connections, args.iam_connect_rate) == (5, 151, 200.0)
+    with pytest.raises(ConfigurationError, match="--time-scale does not apply"):
+        _mysql_arguments(parser.parse_args(["--engine", "mysql", "--time-scale", "3"]))
+    with pytest.raises(ConfigurationError, match="--no-sni-check does not apply"):
+        _mysql_arguments(parser.parse_args(["--engine", "mysql", "--no-sni-check"]))
 
 
 def test_no_sni_check(monkeypatch):

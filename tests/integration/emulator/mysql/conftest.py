@@ -27,12 +27,6 @@ from warmdb.emulator.mysql.service import MySQLEmulator
 DRIVERS = ("pymysql", "mysql_connector", "aiomysql")
 
 
-@pytest.fixture(scope="session")
-def mysql_emulator():
-    with MySQLEmulator() as started:
-        yield started
-
-
 @contextmanager
 def emulator(**options):
     """A fresh emulator for one test."""

@@ -279,13 +279,14 @@ class EmulatorProcess:
     def start(self) -> EmulatorProcess:
         """Start the child; return once it accepts connections.
 
-        :raises ConfigurationError: it did not start (the message is its last error line).
+        :raises WarmdbError: it did not start (the message is its last error line); the
+            command exits with status 1.
         """
         import select
         import sys
         import tempfile
 
-        from warmdb.errors import ConfigurationError
+        from warmdb.errors import WarmdbError
 
         with tempfile.TemporaryFile(mode="w+") as errors:
             self._process = subprocess.Popen(
@@ -303,7 +304,7 @@ class EmulatorProcess:
                 errors.seek(0)
                 lines = errors.read().strip().splitlines()
                 why = lines[-1] if lines else f"no answer in {self.startup_timeout:g} s"
-                raise ConfigurationError(f"the embedded emulator did not start: {why}")
+                raise WarmdbError(f"the embedded emulator did not start: {why}")
         self.info = json.loads(line)
         return self
 

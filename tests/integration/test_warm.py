@@ -315,7 +315,9 @@ def test_frozen_past_the_server_lifetime_wakes_up_to_a_new_connection(
         started = {thread.name for thread in set(threading.enumerate()) - threads}
         # asyncio_N: the event loop's resolver thread, looking up the host name (a name, not an
         # address, for the TLS server name); asyncio's, not warmdb's.
-        assert all(name.startswith(("warmdb-emulator", "asyncio_")) for name in started), started
+        assert all(
+            name.startswith(("warmdb-emulator", "warmdb-spawner", "asyncio_")) for name in started
+        ), started
     finally:
         front.close()
 

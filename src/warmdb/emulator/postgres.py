@@ -23,34 +23,30 @@ import contextlib
 import importlib.util
 import logging
 import os
-import queue
 import re
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import Future
 from pathlib import Path
 
+from warmdb._processes import spawner, unprivileged_account
 from warmdb.errors import WarmdbError
 
 logger = logging.getLogger(__name__)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    pass
 
 __all__ = ["EmbeddedPostgres", "PostgresNotFoundError", "find_bin_dir", "free_port"]
 
 _REQUIRED = ("initdb", "postgres")
 # Debian's layout: one directory per major version.
 _SYSTEM_ROOT = Path("/usr/lib/postgresql")
-# From <linux/prctl.h>.
-_PR_SET_PDEATHSIG = 1
 
 
 class PostgresNotFoundError(WarmdbError):
@@ -110,98 +106,10 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def _server_account() -> tuple[int, int] | None:
     """The (uid, gid) to run the server as, or ``None`` to run it as ourselves."""
-    if os.geteuid() != 0:
-        return None
-    import pwd
-
     names = [os.environ.get("WARMDB_PG_USER"), "postgres", "nobody"]
-    for name in filter(None, names):
-        try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            continue
-        return entry.pw_uid, entry.pw_gid
-    raise PostgresNotFoundError(
-        "running as root and no unprivileged account to run PostgreSQL as: set WARMDB_PG_USER"
+    return unprivileged_account(
+        names, error=PostgresNotFoundError, what="PostgreSQL", variable="WARMDB_PG_USER"
     )
-
-
-def _die_with_owner_hook() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the child die with this process, or ``None`` if unsupported.
-
-    subprocess runs ``preexec_fn`` after its uid and gid switch (``user=``, ``group=``), which
-    matters: the kernel clears the parent-death signal on any credential change.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    # prctl is variadic; PR_SET_PDEATHSIG reads its argument as an unsigned long.
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    owner = os.getpid()
-
-    def die_with_owner() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGQUIT))
-        # The owner may have died between fork and prctl: then no signal will ever come.
-        if os.getppid() != owner:
-            os._exit(1)
-
-    return die_with_owner
-
-
-class _Spawner:
-    """Starts processes from one daemon thread that lives as long as this process.
-
-    The parent-death signal fires when the thread that forked the child ends: started from a
-    short-lived thread (a thread pool's worker, ``asyncio.to_thread``), the server would be
-    killed with that thread. This thread only ends with the process.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._requests: queue.SimpleQueue[
-            tuple[Callable[[], subprocess.Popen[bytes]], Future[subprocess.Popen[bytes]]]
-        ] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-
-    def popen(self, args: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
-        """``subprocess.Popen(args, **kwargs)``, with the child set to die with this process."""
-        hook = _die_with_owner_hook()
-        if hook is None:
-            return subprocess.Popen(args, **kwargs)  # type: ignore[call-overload]
-        # CPython warns that preexec_fn may deadlock in a threaded parent: the forked child
-        # runs Python. This hook only calls prctl (resolved in the parent) and getppid.
-        kwargs["preexec_fn"] = hook
-
-        def start() -> subprocess.Popen[bytes]:
-            return subprocess.Popen(args, **kwargs)  # type: ignore[call-overload]
-
-        future: Future[subprocess.Popen[bytes]] = Future()
-        with self._lock:
-            # A forked child of this process has the attribute but not the thread.
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._serve, name="warmdb-postgres-spawner", daemon=True
-                )
-                self._thread.start()
-            self._requests.put((start, future))
-        return future.result()
-
-    def _serve(self) -> None:
-        while True:
-            start, future = self._requests.get()
-            try:
-                future.set_result(start())
-            except BaseException as exc:  # handed to the caller, which re-raises it
-                future.set_exception(exc)
-
-
-_spawner = _Spawner()
 
 
 def _cache_root() -> Path:
@@ -331,7 +239,7 @@ class EmbeddedPostgres:
     def _run_as_server(self, args: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
         if self._account is not None:
             kwargs.update(user=self._account[0], group=self._account[1], extra_groups=[])
-        return _spawner.popen(args, **kwargs)
+        return spawner.popen(args, **kwargs)  # type: ignore[arg-type]
 
     def _chown(self, path: Path) -> None:
         if self._account is None:

@@ -19,16 +19,16 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+from warmdb._processes import die_with_owner, unprivileged_account
 from warmdb.errors import ConfigurationError
 from warmdb.sidecar.pgbouncer import PgBouncerError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    pass
 
 __all__ = ["PgBouncerProcess", "find_pgbouncer", "run_as_account"]
 
@@ -36,8 +36,6 @@ __all__ = ["PgBouncerProcess", "find_pgbouncer", "run_as_account"]
 #: Lambda layer's ``bin/`` (layers are unpacked under /opt).
 _KNOWN_PATHS = ("/usr/sbin/pgbouncer", "/opt/bin/pgbouncer")
 _ACCOUNTS = ("pgbouncer", "postgres", "nobody")
-# From <linux/prctl.h>.
-_PR_SET_PDEATHSIG = 1
 
 
 def find_pgbouncer(path: str | None = None) -> str:
@@ -64,49 +62,10 @@ def run_as_account() -> tuple[int, int] | None:
 
     :raises ConfigurationError: running as root and no unprivileged account exists.
     """
-    if os.geteuid() != 0:
-        return None
-    import pwd
-
-    for name in filter(None, [os.environ.get("WARMDB_PGBOUNCER_USER"), *_ACCOUNTS]):
-        try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            continue
-        if entry.pw_uid != 0:
-            return entry.pw_uid, entry.pw_gid
-    raise ConfigurationError(
-        "running as root and no unprivileged account to run PgBouncer as: set WARMDB_PGBOUNCER_USER"
+    names = [os.environ.get("WARMDB_PGBOUNCER_USER"), *_ACCOUNTS]
+    return unprivileged_account(
+        names, error=ConfigurationError, what="PgBouncer", variable="WARMDB_PGBOUNCER_USER"
     )
-
-
-def _die_with_parent_hook() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the child die with the forking thread, or ``None``.
-
-    subprocess runs ``preexec_fn`` after its uid and gid switch (``user=``, ``group=``), which
-    matters: the kernel clears the parent-death signal on any credential change.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    # prctl is variadic; PR_SET_PDEATHSIG reads its argument as an unsigned long.
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    owner = os.getpid()
-
-    def die_with_parent() -> None:
-        # SIGKILL, not a shutdown signal: an orphaned PgBouncer has nobody to wait for.
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
-        # The owner may have died between fork and prctl: then no signal will ever come.
-        if os.getppid() != owner:
-            os._exit(1)
-
-    return die_with_parent
 
 
 class PgBouncerProcess:
@@ -141,7 +100,9 @@ class PgBouncerProcess:
         kwargs: dict[str, object] = {}
         if self.account is not None:
             kwargs.update(user=self.account[0], group=self.account[1], extra_groups=[])
-        hook = _die_with_parent_hook()
+        # SIGKILL, not a shutdown signal: an orphaned PgBouncer has nobody to wait for. The
+        # sidecar's supervisor thread starts it and lives as long as the sidecar.
+        hook = die_with_owner(signal.SIGKILL)
         if hook is not None:
             # CPython warns that preexec_fn may deadlock in a threaded parent: the forked
             # child runs Python. This hook only calls prctl (resolved in the parent) and

@@ -162,7 +162,7 @@ def other_os_user() -> str:
     """An OS account that is neither us nor the account the upstream runs as."""
     import pwd
 
-    from warmdb.emulator.postgres import _server_account
+    from warmdb.emulator.postgres import _server_account  # the account the tests run servers as
 
     server = _server_account()
     for name in ("nobody", "daemon", "bin"):

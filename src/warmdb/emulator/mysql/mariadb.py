@@ -32,7 +32,7 @@ import threading
 import time
 from pathlib import Path
 
-from warmdb.emulator.postgres import _spawner
+from warmdb._processes import spawner, unprivileged_account
 from warmdb.errors import WarmdbError
 
 __all__ = ["EmbeddedMariaDB", "MariaDBNotFoundError", "find_binaries"]
@@ -75,18 +75,9 @@ def find_binaries() -> tuple[Path, Path]:
 
 def _server_account() -> tuple[int, int] | None:
     """The (uid, gid) to run the server as, or ``None`` to run it as ourselves."""
-    if os.geteuid() != 0:
-        return None
-    import pwd
-
-    for name in filter(None, [os.environ.get("WARMDB_MARIADB_USER"), "mysql", "nobody"]):
-        try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            continue
-        return entry.pw_uid, entry.pw_gid
-    raise MariaDBNotFoundError(
-        "running as root and no unprivileged account to run MariaDB as: set WARMDB_MARIADB_USER"
+    names = [os.environ.get("WARMDB_MARIADB_USER"), "mysql", "nobody"]
+    return unprivileged_account(
+        names, error=MariaDBNotFoundError, what="MariaDB", variable="WARMDB_MARIADB_USER"
     )
 
 
@@ -179,7 +170,7 @@ class EmbeddedMariaDB:
     def _run_as_server(self, args: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
         if self._account is not None:
             kwargs.update(user=self._account[0], group=self._account[1], extra_groups=[])
-        return _spawner.popen(args, **kwargs)
+        return spawner.popen(args, **kwargs)  # type: ignore[arg-type]
 
     def _options(self, base: Path) -> list[str]:
         # --no-defaults must come first: no /etc/mysql/my.cnf, no ~/.my.cnf.

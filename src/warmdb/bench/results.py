@@ -138,7 +138,7 @@ class TargetCheck:
         return {
             "name": self.name,
             "driver": self.driver,
-            "value": round(self.value, 4),
+            "value": self.value,
             "limit": self.limit,
             "met": self.met,
             "text": self.text,

@@ -205,3 +205,16 @@ def test_any_bytes_classify_without_error(sql):
             sql_rules.EXECUTE,
             sql_rules.OTHER,
         }
+
+
+def test_plain_read_of_a_huge_query_sees_a_locking_clause_at_either_end():
+    """The plain-read check runs on every Query; it must not scan megabytes with a regular
+    expression (the emulator's other clients would stall behind it), yet still see a locking
+    clause where a query puts it."""
+    from warmdb.emulator.sql_rules import is_plain_read
+
+    literal = b"'" + b"x" * (4 * 1024 * 1024) + b"'"
+    assert is_plain_read(b"SELECT " + literal + b"\x00")
+    assert not is_plain_read(b"SELECT " + literal + b" FROM t FOR UPDATE\x00")
+    assert not is_plain_read(b"SELECT * FROM t FOR SHARE /* " + literal + b" */\x00")
+    assert not is_plain_read(b"SELECT " + literal + b"; DELETE FROM t\x00")

@@ -26,6 +26,7 @@ class PassThrough:
     :ivar to_client: bytes waiting to be sent to the client.
     :ivar to_upstream: bytes waiting to be sent to the upstream.
     :ivar cycles: ReadyForQuery messages the upstream still owes (Query and Sync sent).
+    :ivar held_bytes: client messages held back; always 0 (the DSQL relay's may not be).
     """
 
     def __init__(self, *, stats: Stats) -> None:
@@ -33,6 +34,7 @@ class PassThrough:
         self.to_client = bytearray()
         self.to_upstream = bytearray()
         self.cycles = 0
+        self.held_bytes = 0
 
     def from_client(self, message: bytes) -> None:
         """Forward one whole client message."""

@@ -515,7 +515,9 @@ class _Session:
                     return
                 remaining = min(remaining, idle_left)
             remaining = min(remaining, _LONGEST_WAIT)
-            read_client = len(relay.to_upstream) < _HIGH_WATER
+            # Client messages the relay holds back (a statement being judged upstream) count
+            # too: a client pipelining meanwhile must not grow them without bound.
+            read_client = len(relay.to_upstream) + relay.held_bytes < _HIGH_WATER
             wanted = (
                 (
                     client_fd,

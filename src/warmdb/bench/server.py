@@ -26,10 +26,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+
+from warmdb._processes import die_with_owner
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -230,30 +233,10 @@ def open_server(
     )
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM when the parent dies (Linux prctl)."""
-    import ctypes
-    import signal
-
-    with contextlib.suppress(OSError, AttributeError):
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
 #: ``warmdb emulate --json`` for DSQL, with temporary credentials.
 DSQL_CHILD = ("-m", "warmdb", "emulate", "--json", "--session-token", "--log-level", "warning")
-#: The RDS MySQL emulator the same way (``warmdb emulate`` has no MySQL engine yet): print
-#: its description as one JSON line, serve until SIGTERM.
-MYSQL_CHILD = (
-    "-c",
-    "import json, signal, threading\n"
-    "from warmdb.emulator.mysql.service import serve\n"
-    "stop = threading.Event()\n"
-    "signal.signal(signal.SIGTERM, lambda *_: stop.set())\n"
-    "with serve() as rds:\n"
-    "    print(json.dumps(rds.describe()), flush=True)\n"
-    "    stop.wait()\n",
-)
+#: ``warmdb emulate --engine mysql --json``, the RDS MySQL emulator the same way.
+MYSQL_CHILD = ("-m", "warmdb", "emulate", "--engine", "mysql", "--json", "--log-level", "warning")
 
 
 class EmulatorProcess:
@@ -294,7 +277,7 @@ class EmulatorProcess:
                 stdout=subprocess.PIPE,
                 stderr=errors,
                 text=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_owner(signal.SIGTERM),
             )
             assert self._process.stdout is not None
             ready, _, _ = select.select([self._process.stdout], [], [], self.startup_timeout)

@@ -32,7 +32,7 @@ from warmdb._connect import ConnectPlan, open_connection, open_connection_async
 from warmdb.errors import ConfigurationError, PoolClosed, PoolTimeout
 from warmdb.policy import random_fraction
 from warmdb.pools import AsyncTransactions, Transactions
-from warmdb.warm import KeptConnection, judge, judge_async, report_recycle
+from warmdb.warm import REUSE, KeptConnection, decide, judge, judge_async, report_recycle
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -272,8 +272,12 @@ class _SyncPool(_PoolRecords, Transactions):
         # psycopg_pool's check= callback, run at every getconn(). Raising makes the pool
         # discard the connection and hand out another.
         adapter = self._adapter
+        kept = conn._warmdb_kept  # type: ignore[attr-defined]
         now = time.monotonic()
-        reason = judge(conn._warmdb_kept, now, self._policy, adapter, conn, adapter.ping)  # type: ignore[attr-defined]
+        # decide() alone on the hot path (reuse): judge() performs anything else.
+        if decide(kept, now, self._policy, adapter, conn) == REUSE:
+            return
+        reason = judge(kept, now, self._policy, adapter, conn, adapter.ping)
         if reason is None:
             return
         self._recycle(conn, reason)
@@ -323,15 +327,11 @@ class _AsyncPool(_PoolRecords, AsyncTransactions):
     async def _check_out(self, conn: psycopg.AsyncConnection[Any], *, sweep: bool = True) -> None:
         # As _SyncPool._check_out.
         adapter = self._adapter
+        kept = conn._warmdb_kept  # type: ignore[attr-defined]
         now = time.monotonic()
-        reason = await judge_async(
-            conn._warmdb_kept,  # type: ignore[attr-defined]
-            now,
-            self._policy,
-            adapter,
-            conn,
-            adapter.ping,
-        )
+        if decide(kept, now, self._policy, adapter, conn) == REUSE:
+            return
+        reason = await judge_async(kept, now, self._policy, adapter, conn, adapter.ping)
         if reason is None:
             return
         self._recycle(conn, reason)

@@ -257,11 +257,19 @@ def _announce(sidecar: Sidecar, *, as_json: bool) -> None:
 def _status(args: argparse.Namespace) -> int:
     import json
 
+    from warmdb.errors import ConfigurationError
     from warmdb.sidecar.admin import collect, format_status
     from warmdb.sidecar.state import read_state
 
     if not args.state_file:
         return _usage_error("status needs --state-file or WARMDB_SIDECAR")
-    status = collect(read_state(args.state_file))
+    try:
+        state = read_state(args.state_file)
+    except ConfigurationError as exc:
+        # No sidecar there (or its file is unreadable): a failure to report, not a usage
+        # error, since the option itself was well formed.
+        print(f"warmdb sidecar: error: {exc}", file=sys.stderr)
+        return 1
+    status = collect(state)
     print(json.dumps(status) if args.json else format_status(status), flush=True)
     return 0

@@ -42,12 +42,17 @@ def handler(monkeypatch):
 def test_handler_cold_then_warm(handler, capsys):
     event = {"iterations": 3, "drivers": ["psycopg2"], "patterns": ["raw", "connect", "warm"]}
     cold = handler.lambda_handler(event, None)
+    kept = handler.KEEPER._conn
     warm = handler.lambda_handler(event, None)
     assert cold["lambda"]["cold"] is True
     assert warm["lambda"]["cold"] is False
     assert cold["lambda"]["init_ms"] > 0
-    # The cold invocation's first checkout connects; the warm one reuses the connection.
-    assert warm["lambda"]["first_connect_ms"] < cold["lambda"]["first_connect_ms"]
+    assert warm["lambda"]["first_connect_ms"] > 0
+    # The cold invocation's first checkout connects; the warm one reuses that connection
+    # (checked by identity: its timing is only reported, a loaded machine can invert it).
+    assert kept is not None
+    assert handler.KEEPER._conn is kept
+    assert not kept.closed
     patterns = {c["pattern"] for c in warm["cells"]}
     assert patterns == {"raw", "connect", "warm"}
     for cell in warm["cells"]:

@@ -12,6 +12,7 @@ threshold).
 
 from __future__ import annotations
 
+from warmdb.endpoint import POSTGRESQL
 from warmdb.sidecar.state import read_state
 
 TYPE_CHECKING = False
@@ -20,25 +21,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 __all__ = ["through_sidecar"]
-
-# Where the endpoint is and how to log in: the sidecar's business when it is in use.
-_ENDPOINT_KEYS = frozenset(
-    {
-        "host",
-        "port",
-        "user",
-        "dbname",
-        "database",
-        "password",
-        "region",
-        "profile",
-        "token_duration_secs",
-        "auth",
-        "sslmode",
-        "sslrootcert",
-    }
-)
-
 
 def through_sidecar(path: str, kwargs: Mapping[str, object], adapter: Any) -> dict[str, object]:
     """The connect arguments for the sidecar whose state file is *path*, keeping the caller's
@@ -49,7 +31,8 @@ def through_sidecar(path: str, kwargs: Mapping[str, object], adapter: Any) -> di
     :raises ConfigurationError: the state file or the password file cannot be read.
     """
     state = read_state(path)
-    arguments = {k: v for k, v in kwargs.items() if k not in _ENDPOINT_KEYS}
+    # Where the endpoint is and how to log in: the sidecar's business when it is in use.
+    arguments = {k: v for k, v in kwargs.items() if k not in POSTGRESQL.endpoint_keys}
     if not state.prepared_statements:
         for name, value in adapter.transaction_pooling_defaults().items():
             arguments.setdefault(name, value)

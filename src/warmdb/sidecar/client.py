@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["through_sidecar"]
 
+
 def through_sidecar(path: str, kwargs: Mapping[str, object], adapter: Any) -> dict[str, object]:
     """The connect arguments for the sidecar whose state file is *path*, keeping the caller's
     driver arguments.

@@ -243,19 +243,12 @@ def _measure(
     server: BenchServer,
     progress: Progress,
 ) -> ConcurrencyResult:
-    """Run the workload once, sampling the server's open connections when it says."""
+    """Run the workload once, sampling the server's open connections when it can."""
     from warmdb.bench.concurrency import run_workload
-    from warmdb.bench.server import ConnectionMonitor
 
-    count = server.server_connections()
-    if count is None:
-        return run_workload(
-            variant, workload, kwargs, via=via, peak=lambda: None, progress=progress
-        )
-    with ConnectionMonitor(count) as monitor:
-        return run_workload(
-            variant, workload, kwargs, via=via, peak=lambda: monitor.peak, progress=progress
-        )
+    with server.connection_monitor(variant) as monitor:
+        peak = (lambda: None) if monitor is None else (lambda: monitor.peak)
+        return run_workload(variant, workload, kwargs, via=via, peak=peak, progress=progress)
 
 
 def _sidecar_usable() -> tuple[bool, str]:

@@ -29,16 +29,16 @@ import os
 import signal
 import subprocess
 import threading
-import time
 from dataclasses import dataclass, field
 
 from warmdb._processes import die_with_owner
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterator, Mapping
     from typing import Any
 
+    from warmdb.bench.variants import Variant
     from warmdb.emulator.mysql.service import MySQLEmulator
     from warmdb.emulator.service import Emulator
 
@@ -91,16 +91,34 @@ class BenchServer:
             kwargs["sslmode"] = self.kwargs["sslmode"]
         return {k: v for k, v in kwargs.items() if v is not None}, ""
 
-    def server_connections(self) -> Callable[[], int] | None:
-        """A function returning how many connections the server has open now, if known."""
+    @contextlib.contextmanager
+    def connection_monitor(self, variant: Variant) -> Iterator[ConnectionMonitor | None]:
+        """Sample the server's open connections during the block; ``None`` when unknown.
+
+        The embedded emulator counts them itself (sampled every 5 ms); a real endpoint is
+        asked on a connection of its own (:mod:`warmdb.bench.activity`, every 50 ms). When it
+        cannot be asked, a note says why and the block gets ``None``.
+        """
+        from warmdb.bench.activity import SAMPLE_INTERVAL, ActivitySampler, SamplerError
+
         emulator = self.emulator
         if emulator is not None:
-            return lambda: emulator.stats.current
-        return None
-
-    def peak_connections(self) -> int | None:
-        """The most connections the server has had open at once so far, if it says."""
-        return self.emulator.stats.peak if self.emulator is not None else None
+            with ConnectionMonitor(lambda: emulator.stats.current) as monitor:
+                yield monitor
+            return
+        try:
+            sampler = ActivitySampler(variant, self.kwargs)
+        except SamplerError as exc:
+            note = f"peak server connections not measured: {exc}"
+            if note not in self.notes:
+                self.notes.append(note)
+            yield None
+            return
+        try:
+            with ConnectionMonitor(sampler, interval=SAMPLE_INTERVAL) as monitor:
+                yield monitor
+        finally:
+            sampler.close()
 
     def close(self) -> None:
         """Stop the embedded emulator, if any."""
@@ -375,13 +393,3 @@ class ConnectionMonitor:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    """Poll *predicate* every 10 ms for up to *timeout* seconds; whether it became true."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()

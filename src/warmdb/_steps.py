@@ -22,6 +22,8 @@ between two steps is shared.
 
 from __future__ import annotations
 
+import types
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
@@ -36,6 +38,22 @@ __all__ = ["run", "run_async"]
 
 def run(steps: Generator[Step, Any, T]) -> T:
     """Perform every step of *steps* by calling it; return the procedure's result."""
+    try:
+        _perform(steps, False).send(None)  # not awaiting: runs to its end without yielding
+    except StopIteration as done:
+        return done.value
+    raise AssertionError("unreachable: _perform yields only what it awaits")
+
+
+async def run_async(steps: Generator[Step, Any, T]) -> T:
+    """Perform every step of *steps* by calling it and awaiting what it returns."""
+    return await _perform_awaitable(steps, True)
+
+
+def _perform(steps: Generator[Step, Any, T], awaiting: bool) -> Generator[Any, Any, T]:
+    """The loop of both fronts: call each step, send its result (or throw its exception)
+    into *steps*, until *steps* returns. With *awaiting*, what a step returns is awaited by
+    delegating to its ``__await__``, so the event loop sees the awaited step's own yields."""
     result: Any = None
     error: BaseException | None = None
     while True:
@@ -45,20 +63,12 @@ def run(steps: Generator[Step, Any, T]) -> T:
             return done.value
         try:
             result, error = step(), None
+            if awaiting:
+                result = yield from result.__await__()
         except Exception as exc:
             result, error = None, exc
 
 
-async def run_async(steps: Generator[Step, Any, T]) -> T:
-    """Perform every step of *steps* by calling it and awaiting what it returns."""
-    result: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            step = steps.send(result) if error is None else steps.throw(error)
-        except StopIteration as done:
-            return done.value
-        try:
-            result, error = await step(), None
-        except Exception as exc:
-            result, error = None, exc
+# types.coroutine marks a generator function awaitable in place (as documented) and returns
+# it: one function, sent to by run and awaited by run_async (no wrapper object per run).
+_perform_awaitable = types.coroutine(_perform)

@@ -1,12 +1,14 @@
 """``warmdb probe``: where the time of one connect goes, phase by phase, and per driver.
 
-With no ``--host`` it probes the embedded DSQL emulator (as ``warmdb bench`` does). The probe
+With no ``--host`` it probes the embedded emulators (as ``warmdb bench`` does: DSQL for the
+PostgreSQL drivers, RDS MySQL for the MySQL ones). For each database family the probe
 resolves the endpoint as ``connect()`` would, then times, once each:
 
 1. credential resolution (environment variables, or botocore's chain for a profile);
 2. token signing (SigV4 presigning, no cache);
-3. DNS, TCP, the TLS handshake, PostgreSQL's startup and authentication and the first query,
-   over a raw socket with the project's own wire code (:mod:`warmdb.bench.wire`);
+3. over a raw socket with the project's own wire code (:mod:`warmdb.bench.wire`): DNS, TCP,
+   then for PostgreSQL the TLS handshake and the startup with authentication, for MySQL the
+   server's greeting, the TLS handshake and the authentication; then the first query;
 
 and then, for every installed driver, its whole ``connect()`` through warmdb (a token signed
 afresh, as on a cold start) and its first query. A whole connect far above the sum of the
@@ -86,47 +88,55 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         sys.stdout.write(render(report))
-    return 0 if report["wire"].get("error") is None else 1
+    failed = any(f["wire"].get("error") is not None for f in report["families"])
+    return 1 if failed else 0
 
 
 def probe(
     kwargs: dict[str, Any] | None, variants: list[Variant], query: str, *, repeat: int = 3
 ) -> dict[str, Any]:
-    """Run the probe against *kwargs* (or the embedded emulator) and return its report.
+    """Run the probe against *kwargs* (or the embedded emulators) and return its report.
 
-    Each of *repeat* rounds runs the wire probe, then every driver; the report holds the
-    median of each figure, and every round under ``rounds``. The wire probe speaks
-    PostgreSQL: MySQL drivers (against the RDS MySQL emulator when there is no host) get
-    their whole connects timed only.
+    Each database family of *variants* (PostgreSQL when there are none) is probed on its own
+    server (with no host: the DSQL emulator, or the RDS MySQL emulator) and reported in the
+    same shape under ``families``.
     """
-    from warmdb.bench.server import environment, open_server
     from warmdb.bench.variants import by_family
 
-    rounds: list[dict[str, Any]] = []
-    endpoints = []
-    for family, group in by_family(tuple(variants)) or [("postgresql", ())]:
-        server = open_server(kwargs, family=family)
-        endpoints.append(server.description)
-        try:
-            with environment(server.environment):
-                for number in range(repeat):
-                    if family == "postgresql":
-                        wire = _wire_phases(server.kwargs, query)
-                    else:
-                        wire = {"phases": {}, "error": None}
-                    drivers = [_driver_connect(v, server.kwargs, query) for v in group]
-                    if len(rounds) <= number:
-                        rounds.append({"wire": {"phases": {}, "error": None}, "drivers": []})
-                    if family == "postgresql":
-                        rounds[number]["wire"] = wire
-                    rounds[number]["drivers"].extend(drivers)
-                    if wire["error"] is not None:
-                        break
-        finally:
-            server.close()
+    groups = by_family(tuple(variants)) or [("postgresql", ())]
     return {
-        "endpoint": "; ".join(endpoints),
         "query": query,
+        "repeat": repeat,
+        "families": [_probe_family(kwargs, f, group, query, repeat) for f, group in groups],
+    }
+
+
+def _probe_family(
+    kwargs: dict[str, Any] | None,
+    family: str,
+    variants: tuple[Variant, ...],
+    query: str,
+    repeat: int,
+) -> dict[str, Any]:
+    """Each of *repeat* rounds runs the wire probe, then every driver of *family*; the
+    report holds the median of each figure, and every round under ``rounds``."""
+    from warmdb.bench.server import environment, open_server
+
+    rounds: list[dict[str, Any]] = []
+    server = open_server(kwargs, family=family)
+    try:
+        with environment(server.environment):
+            for _ in range(repeat):
+                wire = _wire_phases(server.kwargs, family, query)
+                drivers = [_driver_connect(v, server.kwargs, query) for v in variants]
+                rounds.append({"wire": wire, "drivers": drivers})
+                if wire["error"] is not None:
+                    break
+    finally:
+        server.close()
+    return {
+        "family": family,
+        "endpoint": server.description,
         "repeat": len(rounds),
         "wire": _median_wire(rounds),
         "drivers": _median_drivers(rounds),
@@ -171,59 +181,57 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 3)
 
 
-def _wire_phases(kwargs: dict[str, Any], query: str) -> dict[str, Any]:
+def _wire_phases(kwargs: dict[str, Any], family: str, query: str) -> dict[str, Any]:
     """Credentials, signing and the raw-socket phases, in ms; ``error`` when one failed."""
     from warmdb.auth.credentials import credentials_source
-    from warmdb.auth.tokens import TokenSpec, sign_token
-    from warmdb.bench.wire import probe_connect
-    from warmdb.endpoint import resolve
+    from warmdb.auth.tokens import sign_token
+    from warmdb.bench.wire import WireLogin, probe_connect
+    from warmdb.endpoint import FAMILIES, resolve
     from warmdb.errors import WarmdbError
 
     phases: dict[str, float | None] = {}
     result: dict[str, Any] = {"phases": phases, "error": None}
     try:
-        endpoint, password, _ = resolve(None, kwargs)
+        endpoint, password, _ = resolve(None, kwargs, family=FAMILIES[family])
         result["host"] = f"{endpoint.host}:{endpoint.port}"
         result["auth"] = endpoint.auth
         if endpoint.uses_token:
-            assert endpoint.user is not None
-            assert endpoint.region is not None
             started = time.perf_counter()
             credentials = credentials_source(profile=endpoint.profile)()
             phases["credentials"] = _ms(time.perf_counter() - started)
-            spec = TokenSpec(
-                kind=endpoint.auth,
-                host=endpoint.host,
-                port=endpoint.port,
-                region=endpoint.region,
-                user=endpoint.user,
-                expires_in=endpoint.token_duration,
-            )
+            spec = endpoint.token_spec()
             started = time.perf_counter()
             secret: str | None = sign_token(spec, credentials, time.time())
             phases["token signing"] = _ms(time.perf_counter() - started)
         else:
             secret = password() if callable(password) else password  # type: ignore[assignment]
-        timings = probe_connect(
-            host=endpoint.host,
-            port=endpoint.port,
-            user=endpoint.user or "postgres",
-            dbname=endpoint.dbname or endpoint.user or "postgres",
+        if family == "mysql":
+            import getpass
+
+            from warmdb._mysql import tls_mode
+
+            # The MySQL drivers' defaults: the login name of the OS user; TLS as resolved.
+            user, sslmode = endpoint.user or getpass.getuser(), tls_mode(endpoint)
+        else:
+            user, sslmode = endpoint.user or "postgres", endpoint.sslmode
+        login = WireLogin(
+            user=user,
+            dbname=endpoint.dbname,
             password=secret,
-            sslmode=endpoint.sslmode or "prefer",
+            sslmode=sslmode or "prefer",
             sslrootcert=endpoint.sslrootcert,
-            query=query,
+            clear_password=endpoint.uses_token,
+        )
+        timings = probe_connect(
+            family=family, host=endpoint.host, port=endpoint.port, login=login, query=query
         )
     except WarmdbError as exc:
         result["error"] = str(exc)
         return result
-    phases["DNS"] = _ms(timings.dns)
-    phases["TCP connect"] = _ms(timings.tcp)
-    phases["TLS handshake"] = _ms(timings.tls)
-    phases["startup + authentication"] = _ms(timings.startup)
-    phases["first query"] = _ms(timings.query)
+    phases.update((name, _ms(seconds)) for name, seconds in timings.phases.items())
     result["address"] = timings.address
     result["tls_version"] = timings.tls_version
+    result["server_version"] = timings.server_version
     return result
 
 
@@ -265,18 +273,28 @@ def _one_line(exc: BaseException) -> str:
 
 
 def render(report: dict[str, Any]) -> str:
-    """The probe's report as text: one table of phases, one of drivers."""
+    """The probe's report as text: per family, one table of phases and one of drivers."""
+    lines = [
+        f"warmdb probe: first query {report['query']!r}; medians of {report['repeat']} rounds, ms"
+    ]
+    for family in report["families"]:
+        lines += ["", *_render_family(family, report["repeat"])]
+    return "\n".join(lines) + "\n"
+
+
+def _render_family(family: dict[str, Any], repeat: int) -> list[str]:
     from warmdb.bench.report import table
 
-    wire = report["wire"]
-    lines = [
-        f"warmdb probe: {report['endpoint']}; first query {report['query']!r}; "
-        f"medians of {report['repeat']} rounds, ms"
-    ]
+    wire = family["wire"]
+    lines = [f"{family['family']}: {family['endpoint']}"]
+    if family["repeat"] < repeat:
+        lines[0] += f" (stopped after {family['repeat']} of {repeat} rounds)"
     if wire.get("address"):
+        details = [f"{wire.get('auth')} auth", wire.get("tls_version") or "no TLS"]
+        if wire.get("server_version"):
+            details.append(f"server {wire['server_version']}")
         lines.append(
-            f"connected to {wire['address']} ({wire.get('auth')} auth, "
-            f"{wire.get('tls_version') or 'no TLS'}) with warmdb's own wire client"
+            f"connected to {wire['address']} ({', '.join(details)}) with warmdb's own wire client"
         )
     phases: dict[str, float | None] = wire["phases"]
     total = sum(v for v in phases.values() if v is not None)
@@ -294,7 +312,7 @@ def render(report: dict[str, Any]) -> str:
     # and including authentication.
     connect_total = total - (phases.get("first query") or 0.0)
     driver_rows = []
-    for entry in report["drivers"]:
+    for entry in family["drivers"]:
         connect = entry["connect_ms"]
         if connect is None:
             driver_rows.append([entry["driver"], "-", "-", "-"])
@@ -304,5 +322,5 @@ def render(report: dict[str, Any]) -> str:
     if driver_rows:
         headers = ["driver (warmdb connect)", "whole connect", "first query", "vs phases to auth"]
         lines += ["", table(headers, driver_rows)]
-    lines += [f"error: {e['driver']}: {e['error']}" for e in report["drivers"] if e.get("error")]
-    return "\n".join(lines) + "\n"
+    lines += [f"error: {e['driver']}: {e['error']}" for e in family["drivers"] if e.get("error")]
+    return lines

@@ -12,6 +12,7 @@ import json
 import pytest
 
 from warmdb.bench.variants import all_variants
+from warmdb.bench.wire import PHASES
 from warmdb.cli import main
 
 ITERATIONS = 4
@@ -129,32 +130,32 @@ def test_concurrency_direct_holds_one_server_connection_per_request(tmp_path, ca
     assert "seed 002's workload" in capsys.readouterr().out
 
 
-def test_probe_times_every_phase_and_each_driver(capsys):
-    status = main(["probe", "--json", "--repeat", "1", "--drivers", "psycopg2,asyncpg"])
+@pytest.mark.parametrize(
+    ("drivers", "family"), [("psycopg2,asyncpg", "postgresql"), ("pymysql,aiomysql", "mysql")]
+)
+def test_probe_times_every_phase_and_each_driver(capsys, drivers, family):
+    status = main(["probe", "--json", "--repeat", "1", "--drivers", drivers])
     assert status == 0
-    report = json.loads(capsys.readouterr().out)
+    (report,) = json.loads(capsys.readouterr().out)["families"]
+    assert report["family"] == family
     phases = report["wire"]["phases"]
-    assert list(phases) == [
-        "credentials",
-        "token signing",
-        "DNS",
-        "TCP connect",
-        "TLS handshake",
-        "startup + authentication",
-        "first query",
-    ]
+    assert list(phases) == ["credentials", "token signing", *PHASES[family]]
     assert all(value > 0 for value in phases.values()), phases
     assert report["wire"]["tls_version"].startswith("TLS")
+    assert [entry["driver"] for entry in report["drivers"]] == drivers.split(",")
     for entry in report["drivers"]:
         assert entry["connect_ms"] > 0, entry
         assert entry["query_ms"] > 0, entry
 
 
 def test_probe_table(capsys):
-    assert main(["probe", "--repeat", "1", "--drivers", "psycopg2"]) == 0
+    assert main(["probe", "--repeat", "1", "--drivers", "psycopg2,pymysql"]) == 0
     out = capsys.readouterr().out
     assert "| TLS handshake" in out
+    assert "| startup + authentication" in out
+    assert "| server greeting" in out
     assert "| psycopg2" in out
+    assert "| pymysql" in out
 
 
 def test_via_sidecar_the_server_sees_fewer_connections(tmp_path):

@@ -7,6 +7,7 @@ benchmark's emulator.
   SIGKILLed owner leaves no server behind.
 - :data:`spawner`: starts children from one thread that lives as long as the process, since
   the parent-death signal fires when the *thread* that forked the child ends.
+- :func:`terminate`: asks a child to shut down with its own signal, kills it if it will not.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from typing import Any
 
-__all__ = ["Spawner", "die_with_owner", "spawner", "unprivileged_account"]
+__all__ = ["Spawner", "die_with_owner", "spawner", "terminate", "unprivileged_account"]
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -103,10 +104,21 @@ class Spawner:
         self._thread: threading.Thread | None = None
 
     def popen(
-        self, args: list[str], *, death_signal: signal.Signals = signal.SIGQUIT, **kwargs: Any
+        self,
+        args: list[str],
+        *,
+        death_signal: signal.Signals = signal.SIGQUIT,
+        account: tuple[int, int] | None = None,
+        **kwargs: Any,
     ) -> subprocess.Popen[bytes]:
         """``subprocess.Popen(args, **kwargs)``, the child set to get *death_signal* when
-        this process dies."""
+        this process dies.
+
+        :param account: ``(uid, gid)`` to run the child as (see :func:`unprivileged_account`),
+            with no supplementary groups; ``None``: as ourselves.
+        """
+        if account is not None:
+            kwargs.update(user=account[0], group=account[1], extra_groups=[])
         hook = die_with_owner(death_signal)
         if hook is None:
             return subprocess.Popen(args, **kwargs)
@@ -135,6 +147,21 @@ class Spawner:
                 future.set_result(start())
             except BaseException as exc:  # handed to the caller, which re-raises it
                 future.set_exception(exc)
+
+
+def terminate(
+    process: subprocess.Popen[bytes], sig: signal.Signals, *, timeout: float = 15.0
+) -> None:
+    """Stop *process* with *sig* (the server's own shutdown signal); kill it if it is still
+    running after *timeout* seconds. Returns once it has exited."""
+    if process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 #: The process's one spawner.

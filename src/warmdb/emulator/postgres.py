@@ -30,17 +30,13 @@ import socket
 import subprocess
 import tempfile
 import threading
-import time
 from pathlib import Path
 
-from warmdb._processes import spawner, unprivileged_account
+from warmdb._processes import unprivileged_account
+from warmdb.emulator.embedded import EmbeddedServer
 from warmdb.errors import WarmdbError
 
 logger = logging.getLogger(__name__)
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["EmbeddedPostgres", "PostgresNotFoundError", "find_bin_dir", "free_port"]
 
@@ -149,7 +145,7 @@ def _store_template(data_dir: Path, template: Path) -> None:
         shutil.rmtree(temporary, ignore_errors=True)
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(EmbeddedServer):
     """A PostgreSQL server in a data directory of its own.
 
     Use it as a context manager, or call :meth:`start` and :meth:`stop`::
@@ -175,6 +171,10 @@ class EmbeddedPostgres:
         about two seconds to a few tenths. The copy holds no secret (a new cluster with
         trust authentication and no passwords).
     """
+
+    name = "postgres"
+    # PostgreSQL's "fast" shutdown: roll back sessions, then exit.
+    stop_signal = signal.SIGINT
 
     def __init__(
         self,
@@ -202,7 +202,6 @@ class EmbeddedPostgres:
         self._keep_data = data_dir is not None
         self._base = Path(data_dir) if data_dir is not None else None
         self._account = _server_account()
-        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -235,11 +234,6 @@ class EmbeddedPostgres:
         # "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)": the first dotted number.
         match = re.search(r"\d+(?:\.\d+)+", out.stdout)
         return match.group(0) if match else "unknown"
-
-    def _run_as_server(self, args: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
-        if self._account is not None:
-            kwargs.update(user=self._account[0], group=self._account[1], extra_groups=[])
-        return spawner.popen(args, **kwargs)  # type: ignore[arg-type]
 
     def _chown(self, path: Path) -> None:
         if self._account is None:
@@ -335,48 +329,22 @@ class EmbeddedPostgres:
         return self
 
     def _wait_ready(self) -> None:
-        assert self._process is not None
         pid_file = self.data_dir / "postmaster.pid"
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise WarmdbError(f"postgres exited at start; see {self.log_path}")
-            with contextlib.suppress(OSError):
-                # Line 8 of postmaster.pid is the postmaster's status; "ready" once it
-                # accepts connections.
-                lines = pid_file.read_text().splitlines()
-                if len(lines) >= 8 and lines[7].strip() == "ready":
-                    return
-            time.sleep(0.02)
-        raise WarmdbError(
-            f"postgres did not start within {self.start_timeout} s; see {self.log_path}"
-        )
+
+        def is_ready() -> bool:
+            # Line 8 of postmaster.pid is the postmaster's status; "ready" once it accepts
+            # connections.
+            lines = pid_file.read_text().splitlines()
+            return len(lines) >= 8 and lines[7].strip() == "ready"
+
+        self._await_ready(is_ready, interval=0.02)
 
     def stop(self) -> None:
         """Stop the server (fast shutdown) and remove a temporary data directory."""
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            # SIGINT is PostgreSQL's "fast" shutdown: roll back sessions, then exit.
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        self._stop_process()
         if self._base is not None and not self._keep_data:
             shutil.rmtree(self._base, ignore_errors=True)
             self._base = None
-
-    @property
-    def is_running(self) -> bool:
-        """Whether the server process is alive."""
-        return self._process is not None and self._process.poll() is None
-
-    def __enter__(self) -> EmbeddedPostgres:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     def libpq_params(self, dbname: str = "postgres") -> dict[str, str]:
         """Connection parameters for the superuser over the Unix socket (trust)."""

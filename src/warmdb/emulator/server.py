@@ -1,14 +1,13 @@
-"""The emulator's front end: a PostgreSQL v3 proxy that checks tokens and enforces DSQL's limits.
+"""The DSQL and RDS PostgreSQL engines' front end: a PostgreSQL v3 proxy that checks tokens
+and enforces the service's limits.
 
-One thread per client connection. Before login it reads blocking, under one deadline
-(``startup_timeout``) that bounds the startup packets, the TLS handshake and the password, so
-a slow client holds only its own thread. After login the thread relays both directions with
-non-blocking sockets and poll: no TLS object is shared between threads, neither peer can
-block the other's direction, and the connection lifetime is the poll timeout.
-
-The relay frames every message because it must: the policy (:mod:`warmdb.emulator.relay`)
-reads transaction status, modified rows and errors from them, and may answer in the
-upstream's place.
+:class:`~warmdb.emulator.listener.Listener` accepts the clients and runs a session thread for
+each; :class:`~warmdb.emulator.session.Session` holds the login deadline and the relay loop.
+This module adds PostgreSQL: the startup packets (SSLRequest, GSSENCRequest, CancelRequest),
+the cleartext password, the login to the upstream, backend keys for cancel requests, and the
+framing of relayed messages. The relay frames every message because it must: the policy
+(:mod:`warmdb.emulator.relay`) reads transaction status, modified rows and errors from them,
+and may answer in the upstream's place.
 """
 
 from __future__ import annotations
@@ -17,23 +16,23 @@ import contextlib
 import logging
 import random
 import secrets
-import select
-import socket
-import ssl
 import sys
-import threading
 import time
 from typing import NoReturn
 
-from warmdb.emulator import protocol, tls, upstream
+from warmdb.emulator import protocol, upstream
 from warmdb.emulator.engines import DSQL, Engine
 from warmdb.emulator.limits import Limits, TokenBucket
+from warmdb.emulator.listener import Listener
 from warmdb.emulator.passthrough import PassThrough
 from warmdb.emulator.relay import Relay
+from warmdb.emulator.session import Refused, Session
 from warmdb.emulator.stats import Stats
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import socket
+    import ssl
     from collections.abc import Callable
 
     from warmdb.emulator.token_check import TokenVerifier
@@ -42,31 +41,14 @@ __all__ = ["Server"]
 
 logger = logging.getLogger(__name__)
 
-# Not larger: sock.recv allocates its whole size on every call, and past glibc's mmap
-# threshold (128 KiB) that is an mmap and a munmap per read, which nearly doubles the
-# emulator's added round-trip time (benchmarks/emulator.py).
 _READ_SIZE = 64 * 1024
-# poll() takes milliseconds in a C int: wake at least this often (seconds) with no deadline.
-_LONGEST_WAIT = 3600.0
-_SEND_CHUNK = 256 * 1024
-# Stop reading from one side while this much is waiting to be written to the other.
-_HIGH_WATER = 1024 * 1024
 _PASSWORD_MAX = 64 * 1024
-_READABLE = select.POLLIN
-_WRITABLE = select.POLLOUT
-# A hang-up or error reads as end of stream or raises: either way the reader must look.
-_INPUT_EVENTS = select.POLLIN | select.POLLHUP | select.POLLERR | select.POLLNVAL
 
 
-class _Refused(Exception):
-    """The session ended with a refusal already sent to the client."""
+class Server(Listener):
+    """Accepts client connections and runs a PostgreSQL session thread for each.
 
-
-class Server:
-    """Accepts client connections and runs a session thread for each.
-
-    :param host: the address to listen on.
-    :param port: the TCP port; 0 for a free one (see :attr:`port` once started).
+    :param listener: a bound, listening TCP socket (see :func:`warmdb.emulator.listener.bind`).
     :param upstream_path: the upstream PostgreSQL's Unix socket.
     :param tls_context: the server-side TLS context.
     :param verifier: checks the IAM tokens.
@@ -85,11 +67,12 @@ class Server:
     :param clock: a monotonic clock for limits; :func:`time.monotonic` by default.
     """
 
+    stats: Stats
+
     def __init__(
         self,
         *,
-        host: str,
-        port: int,
+        listener: socket.socket,
         upstream_path: str,
         tls_context: ssl.SSLContext,
         verifier: TokenVerifier,
@@ -103,11 +86,15 @@ class Server:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.host = host
-        self.port = port
-        self.upstream_path = upstream_path
-        self.tls_context = tls_context
-        self.verifier = verifier
+        super().__init__(
+            listener=listener,
+            upstream_path=upstream_path,
+            tls_context=tls_context,
+            verifier=verifier,
+            stats=Stats(),
+            clock=clock,
+            name="emulator",
+        )
         self.limits = limits
         self.engine = engine
         self.max_connections = min(limits.max_connections, upstream_connections or sys.maxsize)
@@ -118,72 +105,11 @@ class Server:
         self.startup_timeout = startup_timeout
         self.max_message_size = max_message_size
         self.rng = rng or random.Random()  # noqa: S311 - simulated conflicts, not secrets
-        self.clock = clock
-        self.stats = Stats()
         self._bucket = TokenBucket(limits.connection_rate, limits.connection_burst, clock)
         self._keys: dict[tuple[int, int], tuple[int, int]] = {}
-        self._lock = threading.Lock()
-        self._sessions: set[_Session] = set()
-        self._closing = threading.Event()
-        self._listener: socket.socket | None = None
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        """Bind the listening socket and start accepting.
-
-        :raises OSError: the address cannot be bound (in use, not local, not an address).
-        """
-        _raise_open_files_limit()
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        self._listener = socket.create_server((self.host, self.port), family=family, backlog=4096)
-        # A short timeout lets the accept loop notice stop() on every platform.
-        self._listener.settimeout(0.2)
-        self.port = int(self._listener.getsockname()[1])
-        self._thread = threading.Thread(
-            target=self._accept_loop, name="warmdb-emulator-accept", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop accepting, drop every open connection and wait for the session threads."""
-        self._closing.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        if self._listener is not None:
-            self._listener.close()
-        with self._lock:
-            sessions = list(self._sessions)
-        for session in sessions:
-            session.abort()
-        deadline = time.monotonic() + timeout
-        for session in sessions:
-            session.thread.join(max(0.0, deadline - time.monotonic()))
-
-    def _accept_loop(self) -> None:
-        assert self._listener is not None
-        while not self._closing.is_set():
-            try:
-                sock, peer = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError as exc:
-                if self._closing.is_set():
-                    return
-                # Out of file descriptors and the like: back off, keep serving the others.
-                logger.warning("accept failed: %s", exc)
-                time.sleep(0.05)
-                continue
-            session = _Session(self, sock, peer)
-            with self._lock:
-                self._sessions.add(session)
-            session.thread.start()
-
-    def forget(self, session: _Session) -> None:
-        """Called by a session as it ends."""
-        with self._lock:
-            self._sessions.discard(session)
-            if session.client_key is not None:
-                self._keys.pop(session.client_key, None)
+    def new_session(self, sock: socket.socket, peer: object) -> _Session:
+        return _Session(self, sock, peer)
 
     def admit(self) -> str | None:
         """Take a connection slot; return ``None``, or the refusal reason (``rate``...)."""
@@ -202,6 +128,11 @@ class Server:
                     self._keys[key] = upstream_key
                     return key
 
+    def release_backend(self, key: tuple[int, int]) -> None:
+        """Forget a client-facing backend key: its session has ended."""
+        with self._lock:
+            self._keys.pop(key, None)
+
     def cancel(self, request: protocol.CancelRequest) -> None:
         """Forward a cancel request for one of our backend keys to the upstream."""
         with self._lock:
@@ -213,87 +144,23 @@ class Server:
         self.stats.add("cancels")
 
 
-def _raise_open_files_limit() -> None:
-    """Lift the soft open-files limit to the hard one: each client costs two descriptors."""
-    try:
-        import resource
-    except ImportError:  # not on this platform
-        return
-    with contextlib.suppress(ValueError, OSError):
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if hard == resource.RLIM_INFINITY or soft < hard:
-            target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+class _Session(Session):
+    """One PostgreSQL client connection: startup, password, upstream login, relay."""
 
-
-class _Session:
-    """One client connection: login, then relay until either side closes."""
+    server: Server
+    stats: Stats
 
     def __init__(self, server: Server, sock: socket.socket, peer: object) -> None:
-        self.server = server
+        super().__init__(server, sock, peer)
         self.limits = server.limits
-        self.stats = server.stats
-        self.client: socket.socket = sock
-        # As PostgreSQL does: replies are written whole, so never wait for an ACK to send.
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.peer = peer
-        self._fd = sock.fileno()
-        self._fd_lock = threading.Lock()
-        self._is_closed = False
-        self.upstream: socket.socket | None = None
-        self.is_tls = False
-        self.server_name: str | None = None
-        self.is_admitted = False
         self.client_key: tuple[int, int] | None = None
-        self.thread = threading.Thread(target=self.run, name="warmdb-emulator-session", daemon=True)
         self.relay: Relay | PassThrough | None = None
         self.upstream_key: tuple[int, int] | None = None
 
-    # Lifecycle ---------------------------------------------------------------------------
-
-    def run(self) -> None:
-        try:
-            self._run()
-        except _Refused:
-            pass
-        except (OSError, EOFError, protocol.ProtocolError) as exc:
-            if not self.is_admitted or self.upstream is None:
-                self.stats.reject("protocol")
-            logger.debug("connection from %s dropped: %s", self.peer, exc)
-        except Exception:
-            logger.exception("connection from %s failed", self.peer)
-        finally:
-            self._close()
-
-    def abort(self) -> None:
-        """Cut the connection from another thread (server stop)."""
-        # A duplicate of the descriptor: shutting it down ends the connection whichever
-        # socket object (plain or TLS) the session thread holds at the moment. Under the
-        # lock, so the descriptor cannot have been closed and its number reused.
-        with self._fd_lock:
-            if self._is_closed:
-                return
-            with contextlib.suppress(OSError), socket.socket(fileno=socket.dup(self._fd)) as dup:
-                dup.shutdown(socket.SHUT_RDWR)
-
-    def _close(self) -> None:
-        self.server.forget(self)
+    def _release(self) -> None:
+        if self.client_key is not None:
+            self.server.release_backend(self.client_key)
         self._cancel_in_flight()
-        if self.is_tls:
-            # Send TLS close_notify without waiting for the peer's: libpq (OpenSSL 3) reports
-            # a bare EOF as an error, e.g. after an encrypted cancel request.
-            with contextlib.suppress(OSError, ValueError):
-                self.client.setblocking(False)
-                self.client.unwrap()  # type: ignore[attr-defined]
-        with self._fd_lock:
-            self._is_closed = True
-            for sock in (self.upstream, self.client):
-                if sock is not None:
-                    with contextlib.suppress(OSError):
-                        sock.close()
-        if self.is_admitted:
-            self.stats.close()
 
     def _cancel_in_flight(self) -> None:
         """Stop the upstream statement still running for this client, if any.
@@ -310,7 +177,7 @@ class _Session:
         except OSError as exc:
             logger.warning("could not cancel the upstream statement of a closed client: %s", exc)
 
-    def _run(self) -> None:
+    def _serve(self) -> None:
         deadline = time.monotonic() + self.server.startup_timeout
         startup = self._startup(deadline)
         if startup is None:
@@ -323,42 +190,34 @@ class _Session:
         reason = self.server.admit()
         if reason is not None:
             self._refuse(reason, user=user)
-        self.is_admitted = True
+        self.is_open = True
         self._authenticate(user, deadline)
-        self._connect_upstream(startup.params, deadline)
+        relay = self._connect_upstream(startup.params, deadline)
         self.stats.add("accepted")
-        self._relay()
+        self.client_framer = protocol.MessageFramer(self.server.max_message_size)
+        lifetime = self.server.engine.refusal(self.limits, "lifetime")
+        self._relay(
+            relay,
+            idle_timeout=self.server.idle_client_timeout,
+            lifetime=self.limits.scaled(self.limits.connection_lifetime),
+            goodbye=protocol.error_response(lifetime.code, lifetime.message, severity="FATAL"),
+        )
 
     def _refuse(
         self, reason: str, *, user: str = "", detail: str | None = None, send: bool = True
     ) -> NoReturn:
         refusal = self.server.engine.refusal(self.limits, reason)
-        message = refusal.message.replace("{user}", user)
-        self.stats.reject(reason, detail)
-        logger.info(
-            "connection from %s refused (%s%s)",
-            self.peer,
-            reason,
-            f": {detail}" if detail else "",
-        )
+        self._count_refusal(reason, detail)
         if send:
             with contextlib.suppress(OSError):
                 self.client.sendall(
-                    protocol.error_response(refusal.code, message, severity="FATAL")
+                    protocol.error_response(
+                        refusal.code, refusal.message.replace("{user}", user), severity="FATAL"
+                    )
                 )
-        raise _Refused
+        raise Refused
 
     # Login -------------------------------------------------------------------------------
-
-    def _recv(self, size: int, deadline: float) -> bytes:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("login took too long")
-        self.client.settimeout(remaining)
-        data = self.client.recv(size)
-        if not data:
-            raise EOFError("client closed the connection")
-        return data
 
     def _startup(self, deadline: float) -> protocol.StartupMessage | None:
         while True:
@@ -370,14 +229,7 @@ class _Session:
                 if self.is_tls:
                     raise protocol.ProtocolError("SSLRequest inside TLS")
                 self.client.sendall(b"S")
-                self.client = self.server.tls_context.wrap_socket(
-                    self.client, server_side=True, do_handshake_on_connect=False
-                )
-                self.client.settimeout(max(0.001, deadline - time.monotonic()))
-                tls.take_server_name()
-                self.client.do_handshake()
-                self.server_name = tls.take_server_name()
-                self.is_tls = True
+                self._start_tls(deadline)
             elif isinstance(packet, protocol.GSSEncRequest):
                 if self.is_tls:
                     raise protocol.ProtocolError("GSSENCRequest inside TLS")
@@ -408,7 +260,9 @@ class _Session:
         if reason is not None:
             self._refuse("auth", user=user, detail=reason)
 
-    def _connect_upstream(self, client_params: dict[str, str], deadline: float) -> None:
+    def _connect_upstream(
+        self, client_params: dict[str, str], deadline: float
+    ) -> Relay | PassThrough:
         params = {
             k: v for k, v in client_params.items() if k not in ("user", "database", "replication")
         }
@@ -423,24 +277,21 @@ class _Session:
             # concurrent conflicting writes to fail as they would there.
             params["default_transaction_isolation"] = "repeatable read"
         try:
-            self.upstream = upstream.connect(
-                self.server.upstream_path, max(0.001, deadline - time.monotonic())
-            )
+            up = self._open_upstream(deadline)
         except OSError as exc:
-            logger.error("cannot reach the upstream server: %s", exc)
-            self.stats.reject("upstream")
+            self._count_upstream_failure("cannot reach the upstream server", exc)
             with contextlib.suppress(OSError):
                 self.client.sendall(
                     protocol.error_response(
                         "08006", "upstream server unavailable", severity="FATAL"
                     )
                 )
-            raise _Refused from None
-        self.upstream.sendall(protocol.startup_message(params))
+            raise Refused from None
+        up.sendall(protocol.startup_message(params))
         self.upstream_framer = protocol.MessageFramer(upstream.UPSTREAM_MAX_MESSAGE)
         out: list[bytes] = []
         while True:
-            data = self.upstream.recv(_READ_SIZE)
+            data = up.recv(_READ_SIZE)
             if not data:
                 raise EOFError("upstream closed the connection during login")
             for message in self.upstream_framer.feed(data):
@@ -462,11 +313,11 @@ class _Session:
                     # as soon as it has the error.
                     self.stats.reject("upstream")
                     self.client.sendall(b"".join(out))
-                    raise _Refused
+                    raise Refused
                 if kind == b"Z":
                     self.relay = self._new_relay(protocol.ready_status(message))
                     self.client.sendall(b"".join(out))
-                    return
+                    return self.relay
 
     def _new_relay(self, status: bytes) -> Relay | PassThrough:
         if not self.server.engine.dsql_transactions:
@@ -482,135 +333,12 @@ class _Session:
 
     # Relay -------------------------------------------------------------------------------
 
-    def _relay(self) -> None:
-        assert self.upstream is not None
-        assert self.relay is not None
-        client, up, relay = self.client, self.upstream, self.relay
-        clock = self.server.clock
-        lifetime_end = clock() + self.limits.scaled(self.limits.connection_lifetime)
-        idle_timeout = self.server.idle_client_timeout
-        last_active = clock()
-        self.client_framer = protocol.MessageFramer(self.server.max_message_size)
-        client.setblocking(False)
-        up.setblocking(False)
-        client_fd, up_fd = client.fileno(), up.fileno()
-        # poll, not a selectors object: this loop runs once or twice per round trip, and
-        # poll's few microseconds are most of what it costs.
-        poller = select.poll()
-        masks = {client_fd: _READABLE, up_fd: _READABLE}
-        for fd, mask in masks.items():
-            poller.register(fd, mask)
-        while True:
-            now = clock()
-            remaining = lifetime_end - now
-            if remaining <= 0:
-                self._expire()
-                return
-            if idle_timeout is not None:
-                if relay.cycles or relay.to_client or relay.to_upstream:
-                    last_active = now
-                idle_left = last_active + idle_timeout - now
-                if idle_left <= 0:
-                    self._close_idle()
-                    return
-                remaining = min(remaining, idle_left)
-            remaining = min(remaining, _LONGEST_WAIT)
-            # Client messages the relay holds back (a statement being judged upstream) count
-            # too: a client pipelining meanwhile must not grow them without bound.
-            read_client = len(relay.to_upstream) + relay.held_bytes < _HIGH_WATER
-            wanted = (
-                (
-                    client_fd,
-                    (_READABLE if read_client else 0) | (_WRITABLE if relay.to_client else 0),
-                ),
-                (
-                    up_fd,
-                    (_READABLE if len(relay.to_client) < _HIGH_WATER else 0)
-                    | (_WRITABLE if relay.to_upstream else 0),
-                ),
-            )
-            for fd, mask in wanted:
-                if mask != masks[fd]:
-                    poller.modify(fd, mask)
-                    masks[fd] = mask
-            # Decrypted bytes already inside the TLS object do not wake poll.
-            pending = read_client and client.pending() > 0  # type: ignore[attr-defined]
-            events = poller.poll(0 if pending else remaining * 1000 + 1)
-            client_ready = pending
-            up_ready = False
-            for fd, event in events:
-                if event & _INPUT_EVENTS:
-                    if fd == client_fd:
-                        client_ready = True
-                    else:
-                        up_ready = True
-            if client_ready:
-                last_active = clock()
-                if not self._from_client():
-                    return
-            if up_ready and not self._from_upstream():
-                self._flush_before_close()
-                return
-            self._flush()
-
-    def _flush(self) -> None:
-        assert self.upstream is not None
-        assert self.relay is not None
-        relay = self.relay
-        for sock, buffer in ((self.client, relay.to_client), (self.upstream, relay.to_upstream)):
-            while buffer:
-                chunk = buffer if len(buffer) <= _SEND_CHUNK else buffer[:_SEND_CHUNK]
-                try:
-                    sent = sock.send(chunk)
-                except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-                    break
-                del buffer[:sent]
-
-    def _flush_before_close(self) -> None:
-        # The upstream ended the session (often after a FATAL error): deliver what it said.
-        assert self.relay is not None
-        if self.relay.to_client:
-            with contextlib.suppress(OSError):
-                self.client.settimeout(1.0)
-                self.client.sendall(self.relay.to_client)
-
-    def _close_idle(self) -> None:
-        # RDS Proxy closes an idle client connection without a word: the client learns at
-        # its next statement ("server closed the connection unexpectedly", MySQL's 2013).
-        self.stats.add("idle_closed")
-        logger.info("connection from %s closed: idle client timeout", self.peer)
-
-    def _expire(self) -> None:
-        refusal = self.server.engine.refusal(self.limits, "lifetime")
-        self.stats.add("expired")
-        logger.info("connection from %s closed: lifetime reached", self.peer)
-        assert self.relay is not None
-        self.relay.to_client += protocol.error_response(
-            refusal.code, refusal.message, severity="FATAL"
-        )
-        self._flush_before_close()
-
-    def _from_client(self) -> bool:
-        try:
-            data = self.client.recv(_READ_SIZE)
-        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            return True
-        if not data:
-            return False
+    def _from_client(self, data: bytes) -> None:
         from_client = self.relay.from_client  # type: ignore[union-attr]
         for message in self.client_framer.feed(data):
             from_client(message)
-        return True
 
-    def _from_upstream(self) -> bool:
-        assert self.upstream is not None
-        try:
-            data = self.upstream.recv(_READ_SIZE)
-        except BlockingIOError:
-            return True
-        if not data:
-            return False
+    def _from_upstream(self, data: bytes) -> None:
         from_upstream = self.relay.from_upstream  # type: ignore[union-attr]
         for message in self.upstream_framer.feed(data):
             from_upstream(message)
-        return True

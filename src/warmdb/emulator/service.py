@@ -11,33 +11,29 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import ipaddress
-import re
 import secrets
-import shutil
-import ssl
 import string
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from warmdb.auth.credentials import Credentials
-from warmdb.auth.tokens import TokenSpec, sign_token
-from warmdb.emulator import tls, upstream
+from warmdb.emulator import upstream
 from warmdb.emulator.engines import get_engine
+from warmdb.emulator.lifecycle import BaseEmulator
 from warmdb.emulator.limits import Limits
 from warmdb.emulator.postgres import EmbeddedPostgres
 from warmdb.emulator.server import Server
-from warmdb.emulator.token_check import HostRule, TokenVerifier
+from warmdb.emulator.stats import StatsSnapshot
 from warmdb.errors import ConfigurationError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import os
+    import socket
+    import ssl
     from collections.abc import Iterable
 
-    from warmdb.emulator.stats import StatsSnapshot
+    from warmdb.emulator.token_check import TokenVerifier
 
 __all__ = ["Emulator", "random_credentials", "serve"]
 
@@ -48,7 +44,6 @@ SUPERUSER = "postgres"
 DEFAULT_UPSTREAM_CONNECTIONS = 1_000
 # Backends of closed clients take a moment to exit: room for them beyond the admitted count.
 _UPSTREAM_HEADROOM = 20
-_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
 # DSQL's "admin" may create roles, schemas and tables; a superuser upstream is the simplest
 # role that can do all of that in PostgreSQL 15+, where PUBLIC may not create in "public".
 _CREATE_ADMIN = """
@@ -77,21 +72,6 @@ def random_credentials(*, temporary: bool = False) -> Credentials:
     return Credentials(access_key, secret_key, session_token)
 
 
-def _check_region(region: str) -> None:
-    if not _REGION.fullmatch(region):
-        raise ConfigurationError(f"region={region!r} is not an AWS region name (e.g. us-east-1)")
-
-
-def _check_host(host: str) -> None:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        if host != "localhost":
-            raise ConfigurationError(
-                f"host={host!r} must be an IP address to listen on (e.g. 127.0.0.1)"
-            ) from None
-
-
 def _check_data_dir(path: Path) -> None:
     if path.exists() and not path.is_dir():
         raise ConfigurationError(f"data_dir={str(path)!r} exists and is not a directory")
@@ -103,7 +83,7 @@ def _check_data_dir(path: Path) -> None:
         ) from None
 
 
-class Emulator:
+class Emulator(BaseEmulator[Server, EmbeddedPostgres, StatsSnapshot]):
     """A local endpoint that behaves like Aurora DSQL. Start it, or use it as a context manager.
 
     :param engine: the emulated service: ``"dsql"`` (default) or ``"rds-postgres"`` (RDS
@@ -168,8 +148,6 @@ class Emulator:
             raise ConfigurationError(
                 f"occ_conflict_rate={occ_conflict_rate!r} must be between 0 and 1"
             )
-        if not 0 <= port <= 65535:
-            raise ConfigurationError(f"port={port!r} must be between 0 and 65535")
         if startup_timeout <= 0:
             raise ConfigurationError(f"startup_timeout={startup_timeout!r} must be positive")
         if upstream_connections < 1:
@@ -180,100 +158,80 @@ class Emulator:
             raise ConfigurationError(
                 f"idle_client_timeout={idle_client_timeout!r} must be greater than 0"
             )
-        _check_region(region)
-        _check_host(host)
         self.engine = get_engine(engine)
-        self.host = host
-        self.region = region
-        self.hostname = (hostname or self.engine.hostname.format(region=region)).lower()
-        self.credentials = credentials or random_credentials(temporary=temporary_credentials)
+        super().__init__(
+            engine=self.engine.name,
+            iam_kind=self.engine.iam_kind,
+            host=host,
+            port=port,
+            region=region,
+            hostname=hostname or self.engine.hostname.format(region=region),
+            credentials=credentials or random_credentials(temporary=temporary_credentials),
+            accept=accept,
+            tls_files=tls_files,
+        )
         self.limits = limits or self.engine.limits
         if time_scale is not None:
             self.limits = dataclasses.replace(self.limits, time_scale=time_scale)
         if token_time_scale is not None:
             self.limits = dataclasses.replace(self.limits, token_time_scale=token_time_scale)
-        self._accept = [self.credentials, *accept]
-        self._port = port
         self._occ_conflict_rate = occ_conflict_rate
         self._upstream_connections = upstream_connections
         self._idle_client_timeout = idle_client_timeout
         self._require_sni = self.engine.require_sni if require_sni is None else require_sni
         self._data_dir = Path(data_dir) if data_dir is not None else None
-        if tls_files is not None:
-            for path in tls_files:
-                if not Path(path).is_file():
-                    raise ConfigurationError(f"TLS file {str(path)!r} does not exist")
-        self._tls_files = tls_files
         self._startup_timeout = startup_timeout
         self._seed = seed
         self._bin_dir = bin_dir
-        self._workdir: Path | None = None
-        self._postgres: EmbeddedPostgres | None = None
-        self._server: Server | None = None
-        self._ca_path: Path | None = None
 
-    # Lifecycle ---------------------------------------------------------------------------
+    # The engine's parts -----------------------------------------------------------------
 
-    def start(self) -> Emulator:
-        """Start the upstream server and the endpoint; return once both accept connections."""
-        if self._server is not None:
-            raise RuntimeError("the emulator is already running")
+    @property
+    def token_time_scale(self) -> float:
+        return self.limits.token_scale
+
+    def _start_upstream(self) -> EmbeddedPostgres:
+        if self._data_dir is not None:
+            _check_data_dir(self._data_dir)
+        postgres = EmbeddedPostgres(
+            data_dir=self._data_dir,
+            superuser=SUPERUSER,
+            bin_dir=self._bin_dir,
+            settings=self._upstream_settings(),
+        )
+        # Owned by the emulator as soon as it exists: a failing start is stopped with it.
+        self._upstream = postgres
+        postgres.start()
+        upstream.run_sql(self._upstream_path(postgres), SUPERUSER, _CREATE_ADMIN)
+        return postgres
+
+    @staticmethod
+    def _upstream_path(postgres: EmbeddedPostgres) -> str:
+        return upstream.socket_path(postgres.socket_dir, postgres.port)
+
+    def _new_server(
+        self,
+        *,
+        listener: socket.socket,
+        upstream: EmbeddedPostgres,
+        tls_context: ssl.SSLContext,
+        verifier: TokenVerifier,
+    ) -> Server:
         import random
 
-        try:
-            if self._data_dir is not None:
-                _check_data_dir(self._data_dir)
-            # mkdtemp makes it 0700: keys and sockets below it are the owner's alone.
-            self._workdir = Path(tempfile.mkdtemp(prefix="warmdb-emulate-"))
-            files = self._tls()
-            self._ca_path = files.ca_path
-            try:
-                tls_context = tls.server_context(files)
-            except (OSError, ssl.SSLError) as exc:
-                raise ConfigurationError(f"TLS certificate or key unusable: {exc}") from None
-            self._postgres = EmbeddedPostgres(
-                data_dir=self._data_dir,
-                superuser=SUPERUSER,
-                bin_dir=self._bin_dir,
-                settings=self._upstream_settings(),
-            ).start()
-            path = upstream.socket_path(self._postgres.socket_dir, self._postgres.port)
-            upstream.run_sql(path, SUPERUSER, _CREATE_ADMIN)
-            verifier = TokenVerifier(
-                self._accept,
-                region=self.region,
-                hosts=HostRule([self.hostname]),
-                kind=self.engine.iam_kind,
-                time_scale=self.limits.token_scale,
-            )
-            engine = dataclasses.replace(self.engine, require_sni=self._require_sni)
-            server = Server(
-                host=self.host,
-                port=self._port,
-                upstream_path=path,
-                tls_context=tls_context,
-                verifier=verifier,
-                limits=self.limits,
-                engine=engine,
-                upstream_connections=self._upstream_connections,
-                idle_client_timeout=self._idle_client_timeout,
-                occ_conflict_rate=self._occ_conflict_rate,
-                startup_timeout=self._startup_timeout,
-                rng=random.Random(self._seed),  # noqa: S311 - simulated conflicts only
-            )
-            try:
-                server.start()
-            except OSError as exc:
-                raise ConfigurationError(
-                    f"cannot listen on {self.host} port {self._port}: {exc.strerror or exc}"
-                ) from None
-            # RDS tokens name the port: known only once bound when it was 0.
-            verifier.port = server.port
-            self._server = server
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        return Server(
+            listener=listener,
+            upstream_path=self._upstream_path(upstream),
+            tls_context=tls_context,
+            verifier=verifier,
+            limits=self.limits,
+            engine=dataclasses.replace(self.engine, require_sni=self._require_sni),
+            upstream_connections=self._upstream_connections,
+            idle_client_timeout=self._idle_client_timeout,
+            occ_conflict_rate=self._occ_conflict_rate,
+            startup_timeout=self._startup_timeout,
+            rng=random.Random(self._seed),  # noqa: S311 - simulated conflicts only
+        )
 
     def _upstream_settings(self) -> dict[str, str]:
         settings = {
@@ -286,82 +244,11 @@ class Emulator:
         }
         return settings
 
-    def _tls(self) -> tls.TlsFiles:
-        assert self._workdir is not None
-        if self._tls_files is None:
-            return tls.generate(self._workdir / "tls", [self.hostname])
-        cert, key = (Path(p) for p in self._tls_files)
-        return tls.TlsFiles(ca_path=cert, cert_path=cert, key_path=key)
-
-    def stop(self) -> None:
-        """Close every connection, stop the upstream server and remove temporary files."""
-        server, self._server = self._server, None
-        if server is not None:
-            server.stop()
-        postgres, self._postgres = self._postgres, None
-        if postgres is not None:
-            postgres.stop()
-        workdir, self._workdir = self._workdir, None
-        if workdir is not None:
-            shutil.rmtree(workdir, ignore_errors=True)
-
-    def __enter__(self) -> Emulator:
-        # serve() hands out a started emulator; entering it must not start it twice.
-        return self if self._server is not None else self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
     # What clients need -------------------------------------------------------------------
-
-    def _require_server(self) -> Server:
-        if self._server is None:
-            raise RuntimeError("the emulator is not running")
-        return self._server
-
-    @property
-    def port(self) -> int:
-        """The TCP port clients connect to."""
-        return self._require_server().port
-
-    @property
-    def ca_path(self) -> Path:
-        """The CA certificate to pass as ``sslrootcert`` for ``sslmode=verify-full``."""
-        if self._ca_path is None:
-            raise RuntimeError("the emulator is not running")
-        return self._ca_path
-
-    @property
-    def stats(self) -> StatsSnapshot:
-        """The live statistics, as of now."""
-        return self._require_server().stats.snapshot()
-
-    @property
-    def upstream(self) -> EmbeddedPostgres:
-        """The upstream PostgreSQL server (for direct access in tests and benchmarks)."""
-        if self._postgres is None:
-            raise RuntimeError("the emulator is not running")
-        return self._postgres
 
     def postgres_version(self) -> str:
         """The upstream server's version, e.g. ``"15.18"``."""
         return self.upstream.version()
-
-    def token(self, user: str = "admin", *, expires_in: int = 900, host: str | None = None) -> str:
-        """Sign a token for *user* with the emulator's credentials, as a client would.
-
-        A DSQL token for the ``dsql`` engine, an ``rds-db`` token (host and port) for the RDS
-        engines.
-        """
-        spec = TokenSpec(
-            kind=self.engine.iam_kind,
-            host=host or self.hostname,
-            port=self.port,
-            region=self.region,
-            user=user,
-            expires_in=expires_in,
-        )
-        return sign_token(spec, self.credentials, time.time())
 
     def connection_params(self, user: str = "admin", *, token: bool = True) -> dict[str, str]:
         """libpq parameters (psycopg, psycopg2) for *user*: verified TLS and a fresh token."""
@@ -381,15 +268,7 @@ class Emulator:
     def describe(self) -> dict[str, object]:
         """The endpoint as JSON-ready data: what ``warmdb emulate --json`` prints."""
         return {
-            "host": self.host,
-            "port": self.port,
-            "region": self.region,
-            "hostname": self.hostname,
-            "ca_path": str(self.ca_path),
-            "engine": self.engine.name,
-            "access_key_id": self.credentials.access_key,
-            "secret_access_key": self.credentials.secret_key,
-            "session_token": self.credentials.token,
+            **super().describe(),
             "postgres_version": self.postgres_version(),
             # The upstream trusts its Unix socket, which only this OS user (and root) can
             # reach: for benchmarks and debugging by the same user.

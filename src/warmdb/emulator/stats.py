@@ -1,12 +1,20 @@
-"""Live counters of an emulator run, and immutable snapshots of them."""
+"""Live counters of an emulator run, and immutable snapshots of them.
+
+:class:`Counters` is what every engine counts with; a snapshot dataclass says which counters
+an engine reports (:class:`StatsSnapshot` for the PostgreSQL engines, ``MySQLStatsSnapshot``
+for MySQL): each field is filled from the counter of the same name.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import threading
 from collections import Counter
+from typing import Any, Generic, TypeVar
 
-__all__ = ["Stats", "StatsSnapshot"]
+__all__ = ["Counters", "Stats", "StatsSnapshot"]
+
+SnapshotT = TypeVar("SnapshotT")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,8 +57,13 @@ class StatsSnapshot:
         return dataclasses.asdict(self)
 
 
-class Stats:
-    """Thread-safe counters, updated by every session of a server."""
+class Counters(Generic[SnapshotT]):
+    """Thread-safe counters, updated by every session of a server.
+
+    Subclasses name their snapshot dataclass in :attr:`snapshot_type`.
+    """
+
+    snapshot_type: type[SnapshotT]
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -92,20 +105,26 @@ class Stats:
         with self._lock:
             self.current -= 1
 
-    def snapshot(self) -> StatsSnapshot:
+    def snapshot(self) -> SnapshotT:
         """Return the counters as they are now."""
         with self._lock:
-            return StatsSnapshot(
-                accepted=self._counts["accepted"],
-                rejected=dict(self._rejected),
-                auth_failures=dict(self._auth_failures),
-                current=self.current,
-                peak=self.peak,
-                transactions=self._counts["transactions"],
-                queries=self._counts["queries"],
-                limit_violations=dict(self._violations),
-                occ_conflicts=self._counts["occ_conflicts"],
-                expired=self._counts["expired"],
-                idle_closed=self._counts["idle_closed"],
-                cancels=self._counts["cancels"],
+            values: dict[str, Any] = {
+                "rejected": dict(self._rejected),
+                "auth_failures": dict(self._auth_failures),
+                "limit_violations": dict(self._violations),
+                "current": self.current,
+                "peak": self.peak,
+            }
+            fields = dataclasses.fields(self.snapshot_type)  # type: ignore[arg-type]
+            return self.snapshot_type(
+                **{
+                    f.name: values[f.name] if f.name in values else self._counts[f.name]
+                    for f in fields
+                }
             )
+
+
+class Stats(Counters[StatsSnapshot]):
+    """The PostgreSQL engines' counters."""
+
+    snapshot_type = StatsSnapshot

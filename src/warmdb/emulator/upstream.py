@@ -11,6 +11,7 @@ import socket
 from pathlib import Path
 
 from warmdb.emulator import protocol
+from warmdb.emulator.unix import connect
 from warmdb.errors import WarmdbError
 
 __all__ = ["UpstreamError", "connect", "run_sql", "send_cancel", "socket_path"]
@@ -28,18 +29,6 @@ class UpstreamError(WarmdbError):
 def socket_path(socket_dir: str | Path, port: int) -> str:
     """The path of the upstream's Unix socket."""
     return str(Path(socket_dir) / f".s.PGSQL.{port}")
-
-
-def connect(path: str, timeout: float) -> socket.socket:
-    """Open a Unix socket connection to the upstream."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(path)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 def send_cancel(path: str, process_id: int, secret: int, timeout: float = 5.0) -> None:

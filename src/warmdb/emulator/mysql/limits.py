@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from warmdb.auth.tokens import RDS_TOKEN_DURATION
-from warmdb.emulator.stats import Stats
+from warmdb.emulator.stats import Counters
 from warmdb.errors import ConfigurationError
 
 __all__ = [
@@ -115,19 +115,7 @@ class MySQLStatsSnapshot:
         return dataclasses.asdict(self)
 
 
-class MySQLStats(Stats):
-    """The DSQL engine's thread-safe counters, snapshotted with the MySQL engine's names."""
+class MySQLStats(Counters[MySQLStatsSnapshot]):
+    """The MySQL engine's counters."""
 
-    def snapshot(self) -> MySQLStatsSnapshot:  # type: ignore[override]
-        """Return the counters as they are now."""
-        with self._lock:
-            return MySQLStatsSnapshot(
-                accepted=self._counts["accepted"],
-                rejected=dict(self._rejected),
-                auth_failures=dict(self._auth_failures),
-                reused_tokens=self._counts["reused_tokens"],
-                current=self.current,
-                peak=self.peak,
-                idle_closed=self._counts["idle_closed"],
-                upstream_closed=self._counts["upstream_closed"],
-            )
+    snapshot_type = MySQLStatsSnapshot

@@ -20,19 +20,17 @@ pool and redo log, and no durability (``innodb_flush_log_at_trx_commit=0``,
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import threading
-import time
 from pathlib import Path
 
-from warmdb._processes import spawner, unprivileged_account
+from warmdb._processes import unprivileged_account
+from warmdb.emulator.embedded import EmbeddedServer
 from warmdb.errors import WarmdbError
 
 __all__ = ["EmbeddedMariaDB", "MariaDBNotFoundError", "find_binaries"]
@@ -121,7 +119,7 @@ def _tail(path: Path, lines: int = 3) -> str:
     return " | ".join(text[-lines:]) or "empty log"
 
 
-class EmbeddedMariaDB:
+class EmbeddedMariaDB(EmbeddedServer):
     """A MariaDB server in a private temporary directory, reachable on a Unix socket.
 
     Use it as a context manager, or call :meth:`start` and :meth:`stop`::
@@ -133,6 +131,9 @@ class EmbeddedMariaDB:
     :param start_timeout: seconds to wait for the server to accept connections.
     """
 
+    # SIGTERM (the default stop signal) is MariaDB's normal shutdown.
+    name = "mariadbd"
+
     def __init__(
         self, *, settings: dict[str, str] | None = None, start_timeout: float = 30.0
     ) -> None:
@@ -141,7 +142,6 @@ class EmbeddedMariaDB:
         self._settings = dict(settings or {})
         self._account = _server_account()
         self._base: Path | None = None
-        self._process: subprocess.Popen[bytes] | None = None
 
     # Paths --------------------------------------------------------------------------------
 
@@ -166,11 +166,6 @@ class EmbeddedMariaDB:
         return self._require_base() / "mariadb.log"
 
     # Lifecycle ----------------------------------------------------------------------------
-
-    def _run_as_server(self, args: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
-        if self._account is not None:
-            kwargs.update(user=self._account[0], group=self._account[1], extra_groups=[])
-        return spawner.popen(args, **kwargs)  # type: ignore[arg-type]
 
     def _options(self, base: Path) -> list[str]:
         # --no-defaults must come first: no /etc/mysql/my.cnf, no ~/.my.cnf.
@@ -293,41 +288,26 @@ class EmbeddedMariaDB:
         return self
 
     def _wait_ready(self) -> None:
-        assert self._process is not None
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise WarmdbError(f"mariadbd exited at start: {_tail(self.log_path)}")
-            with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as sock:
+        def is_ready() -> bool:
+            with socket.socket(socket.AF_UNIX) as sock:
                 sock.settimeout(1.0)
                 sock.connect(self.socket_path)
                 # The greeting comes once the server is ready to authenticate.
-                if sock.recv(1):
-                    return
-            time.sleep(0.01)
-        raise WarmdbError(
-            f"mariadbd did not start within {self.start_timeout} s; see {self.log_path}"
-        )
+                return bool(sock.recv(1))
+
+        self._await_ready(is_ready, interval=0.01)
+
+    def _exited_message(self) -> str:
+        # The directory, log included, is removed on failure: its last lines go in the error.
+        return f"mariadbd exited at start: {_tail(self.log_path)}"
 
     def stop(self) -> None:
         """Stop the server and remove its directory."""
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            # SIGTERM is MariaDB's normal shutdown; with no durability there is little to do.
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        # With no durability there is little to do at shutdown.
+        self._stop_process()
         base, self._base = self._base, None
         if base is not None:
             shutil.rmtree(base, ignore_errors=True)
-
-    @property
-    def is_running(self) -> bool:
-        """Whether the server process is alive."""
-        return self._process is not None and self._process.poll() is None
 
     @property
     def pid(self) -> int | None:
@@ -342,9 +322,3 @@ class EmbeddedMariaDB:
         # "mariadbd  Ver 10.11.19-MariaDB-0+deb12u1 for debian-linux-gnu": after "Ver".
         match = re.search(r"Ver\s+(\d+(?:\.\d+)+)", out.stdout)
         return match.group(1) if match else "unknown"
-
-    def __enter__(self) -> EmbeddedMariaDB:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()

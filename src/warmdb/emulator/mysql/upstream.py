@@ -13,6 +13,7 @@ import socket
 
 from warmdb.emulator.mysql import packets
 from warmdb.emulator.mysql.packets import Greeting, Packet, PacketFramer, ProtocolError
+from warmdb.emulator.unix import connect
 from warmdb.errors import WarmdbError
 
 __all__ = ["UpstreamError", "connect", "greet", "login", "probe", "read_packet", "run_sql"]
@@ -27,18 +28,6 @@ class UpstreamError(WarmdbError):
     """The upstream server refused or failed a setup step."""
 
     __module__ = "warmdb.emulator"
-
-
-def connect(path: str, timeout: float) -> socket.socket:
-    """Open a Unix socket connection to the upstream."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(path)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 def read_packet(sock: socket.socket, framer: PacketFramer) -> Packet:

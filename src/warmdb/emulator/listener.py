@@ -1,0 +1,144 @@
+"""The emulators' front door: a listening socket, an accept loop, one session thread per client.
+
+:class:`Listener` is what the PostgreSQL and MySQL fronts (:class:`warmdb.emulator.server.Server`,
+:class:`warmdb.emulator.mysql.server.MySQLServer`) share: it accepts connections, hands each
+to a protocol-specific :class:`~warmdb.emulator.session.Session` on its own thread, and on
+stop cuts every open connection and waits for the threads. It holds what every session needs
+from its server: the upstream's socket path, the TLS context, the token verifier, the
+statistics and the clock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ssl
+    from collections.abc import Callable
+    from typing import Any
+
+    from warmdb.emulator.session import Session
+    from warmdb.emulator.stats import Counters
+    from warmdb.emulator.token_check import TokenVerifier
+
+__all__ = ["Listener", "bind"]
+
+logger = logging.getLogger(__name__)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket listening on *host* (IPv4 or IPv6) and *port* (0: a free one).
+
+    :raises OSError: the address cannot be bound (in use, not local, not an address).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=4096)
+
+
+class Listener:
+    """Accepts client connections and runs a session thread for each.
+
+    Subclasses say which session a connection gets (:meth:`new_session`).
+
+    :param listener: a bound, listening TCP socket, owned from now on (the caller binds it
+        first: RDS tokens name the port, so the verifier needs it before the first client).
+    :param upstream_path: the upstream server's Unix socket.
+    :param tls_context: the server-side TLS context.
+    :param verifier: checks the IAM tokens.
+    :param stats: the counters every session updates.
+    :param clock: a monotonic clock for limits and timeouts.
+    :param name: names the accept thread (``warmdb-NAME-accept``) and the session threads.
+    """
+
+    def __init__(
+        self,
+        *,
+        listener: socket.socket,
+        upstream_path: str,
+        tls_context: ssl.SSLContext,
+        verifier: TokenVerifier,
+        stats: Counters[Any],
+        clock: Callable[[], float],
+        name: str,
+    ) -> None:
+        self.upstream_path = upstream_path
+        self.tls_context = tls_context
+        self.verifier = verifier
+        self.stats = stats
+        self.clock = clock
+        self.name = name
+        self.port = int(listener.getsockname()[1])
+        self._listener = listener
+        self._lock = threading.Lock()
+        self._sessions: set[Session] = set()
+        self._closing = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def new_session(self, sock: socket.socket, peer: object) -> Session:
+        """The session that serves the client connected on *sock* (not started)."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """Start accepting."""
+        _raise_open_files_limit()
+        # A short timeout lets the accept loop notice stop() on every platform.
+        self._listener.settimeout(0.2)
+        self._thread = threading.Thread(
+            target=self._accept_loop, name=f"warmdb-{self.name}-accept", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop accepting, drop every open connection and wait for the session threads."""
+        self._closing.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._listener.close()
+        with self._lock:
+            sessions = list(self._sessions)
+        for session in sessions:
+            session.abort()
+        deadline = time.monotonic() + timeout
+        for session in sessions:
+            session.thread.join(max(0.0, deadline - time.monotonic()))
+
+    def forget(self, session: Session) -> None:
+        """Called by a session as it ends."""
+        with self._lock:
+            self._sessions.discard(session)
+
+    def _accept_loop(self) -> None:
+        while not self._closing.is_set():
+            try:
+                sock, peer = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                if self._closing.is_set():
+                    return
+                # Out of file descriptors and the like: back off, keep serving the others.
+                logger.warning("accept failed: %s", exc)
+                time.sleep(0.05)
+                continue
+            session = self.new_session(sock, peer)
+            with self._lock:
+                self._sessions.add(session)
+            session.thread.start()
+
+
+def _raise_open_files_limit() -> None:
+    """Lift the soft open-files limit to the hard one: each client costs two descriptors."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    with contextlib.suppress(ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or soft < hard:
+            target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))

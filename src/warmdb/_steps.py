@@ -3,6 +3,9 @@
 A procedure that needs I/O (open a connection with retries, check a kept connection out, give
 it back) is written once as a generator that yields each I/O step as a zero-argument callable
 and receives its result (or, thrown in, its exception) back, in the sans-I/O manner of h11.
+Every exception is thrown in, ``KeyboardInterrupt`` and asyncio's cancellation included, as
+plain code would see it raised at the call or ``await``: the procedure's ``finally`` blocks
+and context exits run, and may yield steps of their own (a rollback, a checkin).
 :func:`run` performs the steps with blocking calls; :func:`run_async` awaits them. A sync
 front yields sync callables, an async front callables that return awaitables; everything
 between two steps is shared.
@@ -65,7 +68,7 @@ def _perform(steps: Generator[Step, Any, T], awaiting: bool) -> Generator[Any, A
             result, error = step(), None
             if awaiting:
                 result = yield from result.__await__()
-        except Exception as exc:
+        except BaseException as exc:
             result, error = None, exc
 
 

@@ -61,23 +61,31 @@ def test_an_uncaught_error_propagates():
         asyncio.run(run_async(procedure()))
 
 
-def test_cancellation_is_not_thrown_into_the_procedure():
-    caught = []
+def test_interrupts_and_cancellation_are_thrown_in_and_cleanup_steps_run():
+    cleaned = []
 
-    def procedure():
+    def procedure(work, cleanup):
         try:
-            yield partial(asyncio.sleep, 10)
-        except BaseException as exc:
-            caught.append(exc)
-            raise
+            yield work
+        finally:
+            yield cleanup  # as a ``finally`` with a call or an await in plain code
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(procedure(interrupt, partial(cleaned.append, "sync")))
+
+    async def cleanup():
+        await asyncio.sleep(0)
+        cleaned.append("async")
 
     async def main():
-        task = asyncio.ensure_future(run_async(procedure()))
+        task = asyncio.ensure_future(run_async(procedure(partial(asyncio.sleep, 10), cleanup)))
         await asyncio.sleep(0)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
 
     asyncio.run(main())
-    # CancelledError is no Exception: it ends the run, the procedure is only closed.
-    assert all(isinstance(exc, GeneratorExit) for exc in caught)
+    assert cleaned == ["sync", "async"]

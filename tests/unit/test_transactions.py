@@ -313,6 +313,154 @@ def test_run_transaction_refuses_what_it_cannot_run_on():
         run_transaction(object(), lambda conn, attempt: None, max_age=0)
 
 
+# run_transaction's procedure, on fake targets, through both fronts -------------------------
+
+
+class FakeConnection:
+    """A driver connection; its adapter logs what run_transaction asks of it."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+
+class FakeAdapter:
+    name = "fake"
+
+    def begin(self, conn: FakeConnection) -> None:
+        conn.log.append("begin")
+
+    def commit(self, conn: FakeConnection) -> None:
+        conn.log.append("commit")
+
+    def rollback(self, conn: FakeConnection) -> None:
+        conn.log.append("rollback")
+
+    def is_closed(self, conn: FakeConnection) -> bool:
+        return False
+
+    def is_broken_by(self, conn: FakeConnection, exc: BaseException) -> bool:
+        return False
+
+    def classify(self, exc: BaseException) -> ErrorVerdict:
+        return ErrorVerdict()
+
+
+class FakeAsyncAdapter(FakeAdapter):
+    async def begin(self, conn: FakeConnection) -> None:
+        conn.log.append("begin")
+
+    async def commit(self, conn: FakeConnection) -> None:
+        conn.log.append("commit")
+
+    async def rollback(self, conn: FakeConnection) -> None:
+        conn.log.append("rollback")
+
+
+class FakeCheckout:
+    def __init__(self, conn: FakeConnection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> FakeConnection:
+        self.conn.log.append("checkout")
+        return self.conn
+
+    def __exit__(self, kind, exc, tb) -> None:
+        self.conn.log.append(f"checkin {kind.__name__ if kind else 'ok'}")
+
+    async def __aenter__(self) -> FakeConnection:
+        return self.__enter__()
+
+    async def __aexit__(self, kind, exc, tb) -> None:
+        self.__exit__(kind, exc, tb)
+
+
+class FakeKeeper:
+    """A keeper or pool: ``connection()`` checks the connection out."""
+
+    def __init__(self, conn: FakeConnection) -> None:
+        self.conn = conn
+
+    def connection(self) -> FakeCheckout:
+        return FakeCheckout(self.conn)
+
+
+@pytest.fixture
+def fake_adapters(monkeypatch):
+    from warmdb.transactions import _conflict
+
+    monkeypatch.setitem(_conflict._ADAPTERS, (FakeConnection, False), FakeAdapter())
+    monkeypatch.setitem(_conflict._ADAPTERS, (FakeConnection, True), FakeAsyncAdapter())
+
+
+def transact(is_async: bool, target, outcomes: list, **options):
+    """run_transaction (or its async twin) on *target* with an ``fn`` that raises or returns
+    the next of *outcomes*; returns its result."""
+    import asyncio
+
+    from warmdb.transactions import run_transaction_async
+
+    def fn(conn, attempt):
+        conn.log.append(f"fn {attempt}")
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def fn_async(conn, attempt):
+        await asyncio.sleep(0)
+        return fn(conn, attempt)
+
+    quick = Backoff(initial=0.001, maximum=0.001, jitter=0.0)
+    if is_async:
+        return asyncio.run(run_transaction_async(target, fn_async, retry=quick, **options))
+    return run_transaction(target, fn, retry=quick, **options)
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+@pytest.mark.usefixtures("fake_adapters")
+def test_a_conflict_is_rolled_back_and_run_again(is_async):
+    log: list[str] = []
+    assert transact(is_async, FakeConnection(log), [conflict(), "done"]) == "done"
+    assert log == ["begin", "fn 1", "rollback", "begin", "fn 2", "commit"]
+    log.clear()
+    assert transact(is_async, FakeKeeper(FakeConnection(log)), [conflict(), "done"]) == "done"
+    assert log == [
+        "checkout",
+        "begin",
+        "fn 1",
+        "rollback",
+        "checkin SerializationFailure",
+        "checkout",
+        "begin",
+        "fn 2",
+        "commit",
+        "checkin ok",
+    ]
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+@pytest.mark.usefixtures("fake_adapters")
+def test_an_interrupt_rolls_back_and_checks_in_without_a_retry(is_async):
+    log: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        transact(is_async, FakeKeeper(FakeConnection(log)), [KeyboardInterrupt()])
+    assert log == ["checkout", "begin", "fn 1", "rollback", "checkin KeyboardInterrupt"]
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+@pytest.mark.usefixtures("fake_adapters")
+def test_a_checkout_of_the_other_kind_is_a_usage_error(is_async):
+    from warmdb.errors import UsageError
+
+    class Wrong:
+        def connection(self):
+            return object()
+
+    other = "run_transaction" if is_async else "run_transaction_async"
+    with pytest.raises(UsageError, match=f"use {other}$"):
+        transact(is_async, Wrong(), [])
+
+
 # Batches ---------------------------------------------------------------------------------
 
 

@@ -20,20 +20,25 @@ that can hand out another connection it runs again, on a new one (retry code ``"
 A plain connection cannot be replaced: when an attempt leaves it closed, the error
 propagates, conflict or not. A connection lost while COMMIT is in flight leaves the outcome
 unknown: that error always propagates.
+
+Both fronts perform one procedure (:class:`_Transaction`), written as steps
+(:mod:`warmdb._steps`): the sync front calls each step, the async front awaits it.
 """
 
 from __future__ import annotations
 
 import time
+from functools import partial
 
 from warmdb._log import get_logger
+from warmdb._steps import run, run_async
 from warmdb.errors import ConfigurationError, TransactionError, UsageError
 from warmdb.transactions._conflict import adapter_for_connection
 from warmdb.transactions._retry import Attempts, retry_schedule
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Generator
     from typing import Any, TypeVar
 
     from warmdb.drivers import Adapter, AsyncAdapter, SyncAdapter
@@ -41,6 +46,8 @@ if TYPE_CHECKING:
     from warmdb.transactions._retry import Retry
 
     T = TypeVar("T")
+    #: a procedure as steps (:mod:`warmdb._steps`)
+    Steps = Generator[Callable[[], Any], Any, T]
 
 __all__ = ["run_transaction", "run_transaction_async"]
 
@@ -61,6 +68,13 @@ SESSIONS = "sessions"
 _KINDS: dict[tuple[type, bool], str] = {}
 
 
+def _fronts(is_async: bool) -> tuple[str, str]:
+    """The name of the front in use and of its twin, for messages."""
+    if is_async:
+        return "run_transaction_async", "run_transaction"
+    return "run_transaction", "run_transaction_async"
+
+
 def _kind(target: object, *, is_async: bool) -> str:
     """How to run an attempt on *target* (one of the constants above); cached per type."""
     key = (type(target), is_async)
@@ -73,11 +87,10 @@ def _kind(target: object, *, is_async: bool) -> str:
 def _find_kind(target: object, *, is_async: bool) -> str:
     cls = type(target)
     module = cls.__module__
-    front = "run_transaction_async" if is_async else "run_transaction"
+    front, other = _fronts(is_async)
     if module.startswith("sqlalchemy."):
         target_is_async = module.startswith("sqlalchemy.ext.asyncio")
         if target_is_async != is_async:
-            other = "run_transaction" if is_async else "run_transaction_async"
             raise UsageError(f"{front} cannot use a {cls.__name__}: use {other}")
         if hasattr(target, "dialect"):
             return ENGINE if hasattr(target, "connect") else SA_CONNECTION
@@ -127,101 +140,151 @@ def _age_check(started: float, max_age: float | None, age_warning: float | None)
         )
 
 
-def _rollback_quietly(adapter: SyncAdapter, conn: Any) -> None:
-    # The attempt's own exception is what the caller must see; a rollback that fails (the
-    # connection died) only means there is nothing left to roll back.
+def _within(cm: Any, is_async: bool, body: Callable[[Any], Steps[T]]) -> Steps[T | None]:
+    """``with cm as value: return (yield from body(value))`` as steps, or ``async with``
+    when *is_async*: the context manager's methods are looked up on its type and its exit
+    may suppress the exception, as in the statement (PEP 343)."""
+    cls = type(cm)
+    enter, leave = (cls.__aenter__, cls.__aexit__) if is_async else (cls.__enter__, cls.__exit__)
+    value = yield partial(enter, cm)
     try:
-        if not adapter.is_closed(conn):
-            adapter.rollback(conn)
-    except Exception as exc:
-        logger.debug("rollback after a failed attempt failed: %r", exc)
-
-
-async def _rollback_quietly_async(adapter: AsyncAdapter, conn: Any) -> None:
-    try:
-        if not adapter.is_closed(conn):
-            await adapter.rollback(conn)
-    except Exception as exc:
-        logger.debug("rollback after a failed attempt failed: %r", exc)
-
-
-def _attempt(
-    adapter: SyncAdapter,
-    conn: Any,
-    fn: Callable[[Any, int], T],
-    attempts: Attempts,
-    max_age: float | None,
-    age_warning: float | None,
-) -> T:
-    started = time.monotonic()
-    committing = False
-    try:
-        adapter.begin(conn)
-        result = fn(conn, attempts.attempt)
-        _age_check(started, max_age, age_warning)
-        committing = True
-        adapter.commit(conn)
+        result = yield from body(value)
     except BaseException as exc:
-        # Lost before COMMIT was sent: nothing of this attempt can have been committed.
-        # After it, the outcome is unknown, and running fn again could apply it twice.
-        if not committing and isinstance(exc, Exception):
-            attempts.broken_before_commit = adapter.is_broken_by(conn, exc)
-        _rollback_quietly(adapter, conn)
-        raise
+        if not (yield partial(leave, cm, type(exc), exc, exc.__traceback__)):
+            raise
+        return None
+    yield partial(leave, cm, None, None, None)
     return result
 
 
-async def _attempt_async(
-    adapter: AsyncAdapter,
-    conn: Any,
-    fn: Callable[[Any, int], Awaitable[T]],
-    attempts: Attempts,
-    max_age: float | None,
-    age_warning: float | None,
-) -> T:
-    started = time.monotonic()
-    committing = False
-    try:
-        await adapter.begin(conn)
-        result = await fn(conn, attempts.attempt)
-        _age_check(started, max_age, age_warning)
-        committing = True
-        await adapter.commit(conn)
-    except BaseException as exc:
-        if not committing and isinstance(exc, Exception):
-            attempts.broken_before_commit = adapter.is_broken_by(conn, exc)
-        await _rollback_quietly_async(adapter, conn)
-        raise
-    return result
+class _Transaction:
+    """One run_transaction call: its target, its attempts, and the procedure that runs them.
 
+    :ivar adapter: the adapter of the connection the running attempt uses, once known; what
+        :meth:`_after_failure` gives :func:`~warmdb.transactions.conflict_code`.
+    """
 
-def _sqlalchemy_call(call: Callable[[Any, int], T], conn: Any, attempts: Attempts) -> T:
-    """``call`` inside SQLAlchemy's ``begin()`` block, noting a connection SQLAlchemy
-    invalidated before the block's COMMIT."""
-    try:
-        return call(conn, attempts.attempt)
-    except Exception as exc:
-        attempts.broken_before_commit = bool(getattr(exc, "connection_invalidated", False))
-        raise
+    __slots__ = (
+        "adapter",
+        "age_warning",
+        "attempts",
+        "call",
+        "is_async",
+        "kind",
+        "max_age",
+        "target",
+    )
 
+    def __init__(
+        self,
+        target: Any,
+        fn: Callable[..., Any],
+        *,
+        retry: Retry,
+        with_attempt: bool,
+        on_conflict: Callable[[ConflictRetryEvent], object] | None,
+        max_age: float | None,
+        age_warning: float | None,
+        is_async: bool,
+    ) -> None:
+        if max_age is not None or age_warning != _AGE_WARNING:
+            from warmdb._arguments import check_seconds
 
-async def _sqlalchemy_call_async(
-    call: Callable[[Any, int], Awaitable[T]], conn: Any, attempts: Attempts
-) -> T:
-    try:
-        return await call(conn, attempts.attempt)
-    except Exception as exc:
-        attempts.broken_before_commit = bool(getattr(exc, "connection_invalidated", False))
-        raise
+            check_seconds("max_age", max_age, optional=True, positive=True)
+            check_seconds("age_warning", age_warning, optional=True, positive=True)
+        self.call = fn if with_attempt else (lambda conn, _attempt: fn(conn))
+        self.attempts = Attempts(retry_schedule(retry), on_conflict)
+        self.kind = _kind(target, is_async=is_async)
+        self.target = target
+        self.max_age = max_age
+        self.age_warning = age_warning
+        self.is_async = is_async
+        self.adapter: Adapter | None = None
 
+    def steps(self, sleep: Callable[[float], Any]) -> Steps[Any]:
+        """Attempts until one commits, a failure is not retried, or the budget is spent;
+        *sleep* waits between them."""
+        while True:
+            self.adapter = None
+            try:
+                return (yield from self._attempt())
+            except Exception as exc:
+                delay = self._after_failure(exc)
+                if delay is None:
+                    raise
+            yield partial(sleep, delay)
 
-def _check_options(max_age: float | None, age_warning: float | None) -> None:
-    if max_age is None and age_warning == _AGE_WARNING:
-        return
-    from warmdb._arguments import check_seconds
+    def _attempt(self) -> Steps[Any]:
+        """One attempt's steps (returned, not delegated to: one generator less per run)."""
+        kind, target = self.kind, self.target
+        if kind == CONNECTION:
+            return self._on_connection(target)
+        if kind in (CHECKOUT, ACQUIRE):
+            checkout = target.connection() if kind == CHECKOUT else target.acquire()
+            if not hasattr(checkout, "__aenter__" if self.is_async else "__enter__"):
+                front, other = _fronts(self.is_async)
+                raise UsageError(
+                    f"{front} cannot use {type(target).__name__}: it is "
+                    f"{'sync' if self.is_async else 'async'}, use {other}"
+                )
+            return _within(checkout, self.is_async, self._on_connection)
+        if kind == SA_CONNECTION:
+            return _within(target.begin(), self.is_async, lambda _: self._sa(target))
+        return _within(target.begin(), self.is_async, self._sa)
 
-    check_seconds("max_age", max_age, optional=True, positive=True)
-    check_seconds("age_warning", age_warning, optional=True, positive=True)
+    def _on_connection(self, conn: Any) -> Steps[Any]:
+        """Begin, ``fn``, commit on a driver connection."""
+        # The sync or the async adapter, as is_async asks: both have begin, commit, rollback.
+        adapter: SyncAdapter | AsyncAdapter
+        adapter = adapter_for_connection(conn, is_async=self.is_async)  # type: ignore[assignment]
+        self.adapter = adapter
+        attempts = self.attempts
+        started = time.monotonic()
+        committing = False
+        try:
+            yield partial(adapter.begin, conn)
+            result = yield partial(self.call, conn, attempts.attempt)
+            _age_check(started, self.max_age, self.age_warning)
+            committing = True
+            yield partial(adapter.commit, conn)
+        except BaseException as exc:
+            # Lost before COMMIT was sent: nothing of this attempt can have been committed.
+            # After it, the outcome is unknown, and running fn again could apply it twice.
+            if not committing and isinstance(exc, Exception):
+                attempts.broken_before_commit = adapter.is_broken_by(conn, exc)
+            # The attempt's own exception is what the caller must see; a rollback that fails
+            # (the connection died) only means there is nothing left to roll back.
+            try:
+                if not adapter.is_closed(conn):
+                    yield partial(adapter.rollback, conn)
+            except Exception as rollback_exc:
+                logger.debug("rollback after a failed attempt failed: %r", rollback_exc)
+            raise
+        return result
+
+    def _sa(self, conn: Any) -> Steps[Any]:
+        """``fn`` inside SQLAlchemy's ``begin()`` block, noting a connection SQLAlchemy
+        invalidated before the block's COMMIT."""
+        try:
+            return (yield partial(self.call, conn, self.attempts.attempt))
+        except Exception as exc:
+            self.attempts.broken_before_commit = bool(getattr(exc, "connection_invalidated", False))
+            raise
+
+    def _after_failure(self, exc: Exception) -> float | None:
+        """:meth:`Attempts.after_failure`, told the adapter and whether the target can give
+        the next attempt a working connection."""
+        kind, target = self.kind, self.target
+        adapter = self.adapter
+        replaceable = True
+        if kind in (ENGINE, SESSIONS, SA_CONNECTION):
+            adapter = _dialect_adapter(target, is_async=self.is_async)
+            if kind == SA_CONNECTION:
+                replaceable = not (target.closed or target.invalidated)
+        elif kind == CONNECTION:
+            adapter = adapter_for_connection(target, is_async=self.is_async)
+            replaceable = not adapter.is_closed(target)
+        return self.attempts.after_failure(exc, adapter, replaceable=replaceable)
 
 
 def run_transaction(
@@ -263,44 +326,17 @@ def run_transaction(
     :param age_warning: seconds; an attempt that ran longer logs a warning. Default 240.
     :raises ConflictError: conflicts outlasted the budget (the last one is the ``__cause__``).
     """
-    _check_options(max_age, age_warning)
-    call = fn if with_attempt else (lambda conn, _attempt: fn(conn))
-    attempts = Attempts(retry_schedule(retry), on_conflict)
-    kind = _kind(target, is_async=False)
-    while True:
-        adapter: Any = None
-        replaceable = True
-        try:
-            if kind == CONNECTION:
-                adapter = adapter_for_connection(target, is_async=False)
-                replaceable = False
-                return _attempt(adapter, target, call, attempts, max_age, age_warning)
-            if kind == CHECKOUT:
-                checkout = target.connection()
-                if not hasattr(checkout, "__enter__"):
-                    raise UsageError(
-                        f"run_transaction cannot use {type(target).__name__}: it is async, "
-                        "use run_transaction_async"
-                    )
-                with checkout as conn:
-                    adapter = adapter_for_connection(conn, is_async=False)
-                    return _attempt(adapter, conn, call, attempts, max_age, age_warning)
-            if kind == SA_CONNECTION:
-                with target.begin():
-                    return _sqlalchemy_call(call, target, attempts)
-            with target.begin() as conn_or_session:
-                return _sqlalchemy_call(call, conn_or_session, attempts)
-        except Exception as exc:
-            if kind in (ENGINE, SESSIONS, SA_CONNECTION):
-                adapter = _dialect_adapter(target, is_async=False)
-                if kind == SA_CONNECTION:
-                    replaceable = not (target.closed or target.invalidated)
-            elif kind == CONNECTION:
-                replaceable = not adapter.is_closed(target)
-            delay = attempts.after_failure(exc, adapter, replaceable=replaceable)
-            if delay is None:
-                raise
-        time.sleep(delay)
+    transaction = _Transaction(
+        target,
+        fn,
+        retry=retry,
+        with_attempt=with_attempt,
+        on_conflict=on_conflict,
+        max_age=max_age,
+        age_warning=age_warning,
+        is_async=False,
+    )
+    return run(transaction.steps(time.sleep))
 
 
 async def run_transaction_async(
@@ -323,41 +359,14 @@ async def run_transaction_async(
     """
     import asyncio
 
-    _check_options(max_age, age_warning)
-    call = fn if with_attempt else (lambda conn, _attempt: fn(conn))
-    attempts = Attempts(retry_schedule(retry), on_conflict)
-    kind = _kind(target, is_async=True)
-    while True:
-        adapter: Any = None
-        replaceable = True
-        try:
-            if kind == CONNECTION:
-                adapter = adapter_for_connection(target, is_async=True)
-                replaceable = False
-                return await _attempt_async(adapter, target, call, attempts, max_age, age_warning)
-            if kind in (CHECKOUT, ACQUIRE):
-                checkout = target.connection() if kind == CHECKOUT else target.acquire()
-                if not hasattr(checkout, "__aenter__"):
-                    raise UsageError(
-                        f"run_transaction_async cannot use {type(target).__name__}: it is "
-                        "sync, use run_transaction"
-                    )
-                async with checkout as conn:
-                    adapter = adapter_for_connection(conn, is_async=True)
-                    return await _attempt_async(adapter, conn, call, attempts, max_age, age_warning)
-            if kind == SA_CONNECTION:
-                async with target.begin():
-                    return await _sqlalchemy_call_async(call, target, attempts)
-            async with target.begin() as conn_or_session:
-                return await _sqlalchemy_call_async(call, conn_or_session, attempts)
-        except Exception as exc:
-            if kind in (ENGINE, SESSIONS, SA_CONNECTION):
-                adapter = _dialect_adapter(target, is_async=True)
-                if kind == SA_CONNECTION:
-                    replaceable = not (target.closed or target.invalidated)
-            elif kind == CONNECTION:
-                replaceable = not adapter.is_closed(target)
-            delay = attempts.after_failure(exc, adapter, replaceable=replaceable)
-            if delay is None:
-                raise
-        await asyncio.sleep(delay)
+    transaction = _Transaction(
+        target,
+        fn,
+        retry=retry,
+        with_attempt=with_attempt,
+        on_conflict=on_conflict,
+        max_age=max_age,
+        age_warning=age_warning,
+        is_async=True,
+    )
+    return await run_async(transaction.steps(asyncio.sleep))

@@ -10,7 +10,7 @@ The names below are imported on first use, so ``import warmdb.emulator`` stays c
 
 from __future__ import annotations
 
-import importlib
+from warmdb.emulator._lazy import exports
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -20,17 +20,13 @@ if TYPE_CHECKING:
 
 __all__ = ["Emulator", "Limits", "StatsSnapshot", "random_credentials", "serve"]
 
-_HOMES = {
-    "Emulator": "warmdb.emulator.service",
-    "Limits": "warmdb.emulator.limits",
-    "StatsSnapshot": "warmdb.emulator.stats",
-    "random_credentials": "warmdb.emulator.service",
-    "serve": "warmdb.emulator.service",
-}
-
-
-def __getattr__(name: str) -> object:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'warmdb.emulator' has no attribute {name!r}")
-    return getattr(importlib.import_module(home), name)
+__getattr__ = exports(
+    __name__,
+    {
+        "Emulator": "warmdb.emulator.service",
+        "Limits": "warmdb.emulator.limits",
+        "StatsSnapshot": "warmdb.emulator.stats",
+        "random_credentials": "warmdb.emulator.service",
+        "serve": "warmdb.emulator.service",
+    },
+)

@@ -8,6 +8,13 @@ from __future__ import annotations
 
 import argparse
 
+from warmdb.emulator.commandline import (
+    add_endpoint_arguments,
+    credentials_text,
+    endpoint_options,
+    serve,
+)
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from warmdb.emulator.service import Emulator
@@ -31,21 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "connections/s, no transaction limits), mysql (RDS MySQL with IAM, on MariaDB; "
         "see docs/emulator-mysql.md)",
     )
-    add("--port", type=int, default=0, help="TCP port (default: a free port, printed)")
-    add("--listen", default="127.0.0.1", metavar="ADDRESS", help="address (default 127.0.0.1)")
-    add("--region", default="us-east-1", help="region tokens must name (default us-east-1)")
-    add(
-        "--hostname",
-        help="the endpoint's host name (default local.dsql.REGION.on.aws); tokens for it, "
-        "localhost, loopback addresses and names resolving to loopback are accepted",
-    )
-    add(
-        "--credentials",
-        choices=("random", "env"),
-        default="random",
-        help="the key pair clients sign with: a new random pair, printed (default), or "
-        "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY[/AWS_SESSION_TOKEN] from the environment, "
-        "which are accepted in addition to a random pair in any case",
+    add_endpoint_arguments(
+        parser,
+        hostname_help="the endpoint's host name (default local.dsql.REGION.on.aws); tokens for "
+        "it, localhost, loopback addresses and names resolving to loopback are accepted",
     )
     add(
         "--session-token",
@@ -57,7 +53,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data-dir",
         help="keep the database here, mode 0700 (default: a temporary directory)",
     )
-    add("--json", action="store_true", help="print the endpoint as one JSON line once ready")
     add("--time-scale", type=float, default=1.0, metavar="K", help="divide durations by K")
     add(
         "--token-time-scale",
@@ -137,14 +132,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="bytes of statements and data per transaction (default 10 MiB; dsql only)",
     )
-    add("--tls-cert", help="server certificate chain (PEM) instead of a generated one")
-    add("--tls-key", help="the key of --tls-cert (PEM)")
-    add(
-        "--log-level",
-        default="info",
-        choices=("debug", "info", "warning", "error"),
-        help="log level on standard error (default info: refusals are logged with reasons)",
-    )
 
 
 def build(args: argparse.Namespace) -> Emulator:
@@ -154,27 +141,14 @@ def build(args: argparse.Namespace) -> Emulator:
     """
     import dataclasses
 
-    from warmdb.auth.credentials import from_environment
     from warmdb.emulator.engines import get_engine
-    from warmdb.emulator.service import Emulator, random_credentials
+    from warmdb.emulator.service import Emulator
     from warmdb.errors import ConfigurationError
 
-    if (args.tls_cert is None) != (args.tls_key is None):
-        raise ConfigurationError("--tls-cert and --tls-key go together")
-    environment = from_environment()
-    if args.credentials == "env" and environment is None:
-        raise ConfigurationError(
-            "--credentials env: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set"
-        )
     if args.credentials == "env" and args.session_token:
         raise ConfigurationError("--session-token issues random credentials: not with env")
+    endpoint = endpoint_options(args, temporary=args.session_token)
     engine = get_engine(args.engine)
-    if args.credentials == "env":
-        primary = environment
-    else:
-        primary = random_credentials(temporary=args.session_token)
-    assert primary is not None
-    accept = [environment] if environment is not None and environment != primary else []
     # Options not given keep the engine's defaults.
     given = {
         name: getattr(args, name)
@@ -196,19 +170,13 @@ def build(args: argparse.Namespace) -> Emulator:
     limits = dataclasses.replace(engine.limits, **given)
     return Emulator(
         engine=engine.name,
-        host=args.listen,
-        port=args.port,
-        region=args.region,
-        hostname=args.hostname,
-        credentials=primary,
-        accept=accept,
+        **endpoint,
         limits=limits,
         occ_conflict_rate=args.occ_conflict_rate,
         upstream_connections=args.upstream_connections,
         idle_client_timeout=args.idle_client_timeout,
         require_sni=args.require_sni,
         data_dir=args.data_dir,
-        tls_files=(args.tls_cert, args.tls_key) if args.tls_cert else None,
         seed=args.seed,
     )
 
@@ -258,78 +226,27 @@ def _mysql_arguments(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Start the emulator, print how to connect, serve until SIGINT or SIGTERM."""
-    if args.engine == "mysql":
-        import sys
+    """Start the emulator, print how to connect, serve until SIGINT or SIGTERM.
 
-        from warmdb.emulator.mysql import command as mysql_command
-        from warmdb.errors import ConfigurationError
-
-        try:
-            mysql_args = _mysql_arguments(args)
-        except ConfigurationError as exc:
-            print(f"warmdb emulate: error: {exc}", file=sys.stderr)
-            return 2
-        return mysql_command.run(mysql_args)
-    for name in ("wait_timeout", "iam_connect_rate"):
-        if getattr(args, name) is not None:
-            import sys
-
-            flag = "--" + name.replace("_", "-")
-            print(f"warmdb emulate: error: {flag} applies to --engine mysql only", file=sys.stderr)
-            return 2
-    import json
-    import logging
-    import signal
-    import sys
-    import threading
-
+    :raises ConfigurationError: bad options (``warmdb`` prints them as a usage error).
+    """
     from warmdb.errors import ConfigurationError
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    try:
-        emulator = build(args)
-        emulator.start()
-    except ConfigurationError as exc:
-        print(f"warmdb emulate: error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        # The user's own secret key is never printed; a random one is the point of printing.
-        show_secret = args.credentials == "random"
-        if args.json:
-            info = emulator.describe()
-            if not show_secret:
-                info["secret_access_key"] = None
-                info["session_token"] = None
-            print(json.dumps(info), flush=True)
-        else:
-            print(_banner(emulator, show_secret=show_secret), flush=True)
-        stop.wait()
-    finally:
-        stats = emulator.stats
-        emulator.stop()
-    if args.json:
-        print(json.dumps({"stats": stats.as_dict()}), flush=True)
-    else:
-        print(_stats_text(stats.as_dict()), flush=True)
-    return 0
+    if args.engine == "mysql":
+        from warmdb.emulator.mysql import command as mysql_command
+
+        return mysql_command.run(_mysql_arguments(args))
+    for name in ("wait_timeout", "iam_connect_rate"):
+        if getattr(args, name) is not None:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigurationError(f"{flag} applies to --engine mysql only")
+    return serve(args, build(args), banner=_banner, title="warmdb emulate")
 
 
-def _banner(emulator: Emulator, *, show_secret: bool) -> str:
-    keys = emulator.credentials
+def _banner(emulator: Emulator, show_secret: bool) -> str:
+    credentials = credentials_text(emulator.credentials, show_secret=show_secret)
     if show_secret:
-        credentials = f"AWS_ACCESS_KEY_ID={keys.access_key} AWS_SECRET_ACCESS_KEY={keys.secret_key}"
-        if keys.token is not None:
-            credentials += f" AWS_SESSION_TOKEN={keys.token}"
-        note = "(or --credentials env / your own AWS environment keys)"
-    else:
-        credentials = f"your AWS environment keys (AWS_ACCESS_KEY_ID={keys.access_key})"
-        note = ""
+        credentials += " (or --credentials env / your own AWS environment keys)"
     host, port, ca = emulator.hostname, emulator.port, emulator.ca_path
     if emulator.engine.iam_kind == "rds":
         token_command = f"warmdb token --auth rds --host {host} --port {port} --user admin"
@@ -346,15 +263,9 @@ def _banner(emulator: Emulator, *, show_secret: bool) -> str:
             f"  host name   : {host} (also localhost, loopback addresses and names "
             "resolving to them; see --hostname)",
             f"  region      : {emulator.region}",
-            f"  credentials : {credentials} {note}".rstrip(),
+            f"  credentials : {credentials}",
             f"  TLS CA      : {ca}",
             f"  try         : {try_line}",
             "Press Ctrl-C to stop.",
         ]
     )
-
-
-def _stats_text(stats: dict[str, object]) -> str:
-    lines = ["warmdb emulate: statistics"]
-    lines += [f"  {name:<17}: {value}" for name, value in stats.items()]
-    return "\n".join(lines)

@@ -10,7 +10,7 @@ The names below are imported on first use, so ``import warmdb.emulator.mysql`` s
 
 from __future__ import annotations
 
-import importlib
+from warmdb.emulator._lazy import exports
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -19,16 +19,12 @@ if TYPE_CHECKING:
 
 __all__ = ["MySQLEmulator", "MySQLLimits", "MySQLStatsSnapshot", "serve"]
 
-_HOMES = {
-    "MySQLEmulator": "warmdb.emulator.mysql.service",
-    "MySQLLimits": "warmdb.emulator.mysql.limits",
-    "MySQLStatsSnapshot": "warmdb.emulator.mysql.limits",
-    "serve": "warmdb.emulator.mysql.service",
-}
-
-
-def __getattr__(name: str) -> object:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'warmdb.emulator.mysql' has no attribute {name!r}")
-    return getattr(importlib.import_module(home), name)
+__getattr__ = exports(
+    __name__,
+    {
+        "MySQLEmulator": "warmdb.emulator.mysql.service",
+        "MySQLLimits": "warmdb.emulator.mysql.limits",
+        "MySQLStatsSnapshot": "warmdb.emulator.mysql.limits",
+        "serve": "warmdb.emulator.mysql.service",
+    },
+)

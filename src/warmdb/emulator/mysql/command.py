@@ -8,6 +8,13 @@ from __future__ import annotations
 
 import argparse
 
+from warmdb.emulator.commandline import (
+    add_endpoint_arguments,
+    credentials_text,
+    endpoint_options,
+    serve,
+)
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from warmdb.emulator.mysql.service import MySQLEmulator
@@ -29,24 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "mysql_clear_password plugin. Stop with Ctrl-C; statistics are printed on exit."
     )
     add = parser.add_argument
-    add("--port", type=int, default=0, help="TCP port (default: a free port, printed)")
-    add("--listen", default="127.0.0.1", metavar="ADDRESS", help="address (default 127.0.0.1)")
-    add("--region", default="us-east-1", help="region tokens must name (default us-east-1)")
-    add(
-        "--hostname",
-        help="the endpoint's host name (default local.emulator.REGION.rds.amazonaws.com); "
-        "tokens for it, localhost, loopback addresses and names resolving to loopback are "
-        "accepted, with the endpoint's port",
+    add_endpoint_arguments(
+        parser,
+        hostname_help="the endpoint's host name (default "
+        "local.emulator.REGION.rds.amazonaws.com); tokens for it, localhost, loopback "
+        "addresses and names resolving to loopback are accepted, with the endpoint's port",
     )
-    add(
-        "--credentials",
-        choices=("random", "env"),
-        default="random",
-        help="the key pair clients sign with: a new random pair, printed (default), or "
-        "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY[/AWS_SESSION_TOKEN] from the environment, "
-        "which are accepted in addition to a random pair in any case",
-    )
-    add("--json", action="store_true", help="print the endpoint as one JSON line once ready")
     add(
         "--idle-client-timeout",
         type=_seconds,
@@ -74,14 +69,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=151,
         help="MariaDB's max_connections; more logins get 1040 (default 151)",
     )
-    add("--tls-cert", help="server certificate chain (PEM) instead of a generated one")
-    add("--tls-key", help="the key of --tls-cert (PEM)")
-    add(
-        "--log-level",
-        default="info",
-        choices=("debug", "info", "warning", "error"),
-        help="log level on standard error (default info: refusals are logged with reasons)",
-    )
 
 
 def build(args: argparse.Namespace) -> MySQLEmulator:
@@ -89,84 +76,29 @@ def build(args: argparse.Namespace) -> MySQLEmulator:
 
     :raises ConfigurationError: inconsistent options, or ``--credentials env`` without them.
     """
-    from warmdb.auth.credentials import from_environment
     from warmdb.emulator.mysql.limits import MySQLLimits
     from warmdb.emulator.mysql.service import MySQLEmulator
-    from warmdb.emulator.service import random_credentials
-    from warmdb.errors import ConfigurationError
 
-    if (args.tls_cert is None) != (args.tls_key is None):
-        raise ConfigurationError("--tls-cert and --tls-key go together")
-    environment = from_environment()
-    if args.credentials == "env" and environment is None:
-        raise ConfigurationError(
-            "--credentials env: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set"
-        )
-    primary = environment if args.credentials == "env" else random_credentials()
-    assert primary is not None
-    accept = [environment] if environment is not None and environment != primary else []
+    endpoint = endpoint_options(args)
     limits = MySQLLimits(
         idle_client_timeout=args.idle_client_timeout,
         wait_timeout=args.wait_timeout,
         iam_connect_rate=args.iam_connect_rate,
         max_connections=args.max_connections,
     )
-    return MySQLEmulator(
-        host=args.listen,
-        port=args.port,
-        region=args.region,
-        hostname=args.hostname,
-        credentials=primary,
-        accept=accept,
-        limits=limits,
-        tls_files=(args.tls_cert, args.tls_key) if args.tls_cert else None,
-    )
+    return MySQLEmulator(**endpoint, limits=limits)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Start the emulator, print how to connect, serve until SIGINT or SIGTERM."""
-    import json
-    import logging
-    import signal
-    import threading
+    """Start the emulator, print how to connect, serve until SIGINT or SIGTERM.
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    emulator = build(args)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    emulator.start()
-    try:
-        # The user's own secret key is never printed; a random one is the point of printing.
-        show_secret = args.credentials == "random"
-        if args.json:
-            info = emulator.describe()
-            if not show_secret:
-                info["secret_access_key"] = None
-            print(json.dumps(info), flush=True)
-        else:
-            print(_banner(emulator, show_secret=show_secret), flush=True)
-        stop.wait()
-    finally:
-        stats = emulator.stats
-        emulator.stop()
-    if args.json:
-        print(json.dumps({"stats": stats.as_dict()}), flush=True)
-    else:
-        lines = ["warmdb emulate --engine mysql: statistics"]
-        lines += [f"  {name:<16}: {value}" for name, value in stats.as_dict().items()]
-        print("\n".join(lines), flush=True)
-    return 0
+    :raises ConfigurationError: bad options, before anything starts.
+    """
+    return serve(args, build(args), banner=_banner, title="warmdb emulate --engine mysql")
 
 
-def _banner(emulator: MySQLEmulator, *, show_secret: bool) -> str:
-    keys = emulator.credentials
-    if show_secret:
-        credentials = f"AWS_ACCESS_KEY_ID={keys.access_key} AWS_SECRET_ACCESS_KEY={keys.secret_key}"
-    else:
-        credentials = f"your AWS environment keys (AWS_ACCESS_KEY_ID={keys.access_key})"
+def _banner(emulator: MySQLEmulator, show_secret: bool) -> str:
+    credentials = credentials_text(emulator.credentials, show_secret=show_secret)
     host, port, ca = emulator.hostname, emulator.port, emulator.ca_path
     limits = emulator.limits
     idle = "none" if limits.idle_client_timeout is None else f"{limits.idle_client_timeout:g} s"

@@ -19,7 +19,16 @@ if TYPE_CHECKING:
     from warmdb.bench.results import RunResult
     from warmdb.bench.runner import RunOptions
 
-__all__ = ["UsageError", "add_arguments", "options_from_args", "run"]
+__all__ = [
+    "UsageError",
+    "add_arguments",
+    "add_endpoint_arguments",
+    "endpoint_kwargs",
+    "options_from_args",
+    "positive_int",
+    "prepare",
+    "run",
+]
 
 EXAMPLES = """\
 examples:
@@ -42,7 +51,7 @@ DEFAULT_HOLD = 5.0
 DEFAULT_HOLD_SCALE = 0.02
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -100,7 +109,7 @@ def add_endpoint_arguments(parser: argparse.ArgumentParser) -> None:
     add("--profile", help="AWS profile to sign with (default: environment credentials)")
     add("--sslmode", help="libpq sslmode (default require with a token)")
     add("--sslrootcert", help="CA file for verify-full, or 'system'")
-    add("--token-duration-secs", type=_positive_int, help="token lifetime (default 900)")
+    add("--token-duration-secs", type=positive_int, help="token lifetime (default 900)")
     add(
         "-o",
         "--connect-arg",
@@ -146,21 +155,27 @@ class UsageError(Exception):
     """A bad combination of options, found after parsing: one line, exit status 2."""
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``bench`` options to *parser*."""
+def prepare(parser: argparse.ArgumentParser, examples: str, *, query_help: str) -> None:
+    """What ``bench`` and ``probe`` share: the help's examples, one-line errors, ``--query``
+    and ``--drivers`` (the endpoint options come last: :func:`add_endpoint_arguments`)."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = EXAMPLES
+    parser.epilog = examples
     one_line_errors(parser)
-    add = parser.add_argument
-    add("--iterations", type=_positive_int, default=30, help="timed iterations per cell (30)")
-    add("--query", default="SELECT 1", help="the SQL each iteration runs ('SELECT 1')")
-    add(
+    parser.add_argument("--query", default="SELECT 1", help=f"{query_help} ('SELECT 1')")
+    parser.add_argument(
         "--drivers",
         type=_names,
         metavar="NAME,...",
-        help="driver variants (psycopg, psycopg-async, psycopg2, asyncpg...); default: all "
-        "installed",
+        help="driver variants (psycopg, psycopg-async, psycopg2, asyncpg, pymysql...); "
+        "default: all installed",
     )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``bench`` options to *parser*."""
+    prepare(parser, EXAMPLES, query_help="the SQL each iteration runs")
+    add = parser.add_argument
+    add("--iterations", type=positive_int, default=30, help="timed iterations per cell (30)")
     add(
         "--patterns",
         type=_names,
@@ -169,7 +184,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--cold-samples",
-        type=_positive_int,
+        type=positive_int,
         default=3,
         help="fresh processes per cold-start variant (3; after one untimed process that "
         "compiles the bytecode)",
@@ -180,11 +195,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("concurrency mode (seed 002's workload)")
     group.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=positive_int,
         help="requests in flight at once; runs this mode instead of the matrix",
     )
     group.add_argument(
-        "--requests", type=_positive_int, help="requests in all (default 10 x --concurrency)"
+        "--requests", type=positive_int, help="requests in all (default 10 x --concurrency)"
     )
     group.add_argument(
         "--hold",

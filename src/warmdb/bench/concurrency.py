@@ -29,9 +29,10 @@ from warmdb.bench.stats import summarize
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Generator, Mapping
     from typing import Any
 
+    from warmdb._steps import Step
     from warmdb.bench.progress import Progress
     from warmdb.bench.variants import Variant
     from warmdb.drivers import Adapter
@@ -70,12 +71,20 @@ def run_workload(
     :param peak: returns the server's peak open connections during the run, when called
         after it.
     """
+    adapter = variant.adapter()
+    connect = functools.partial(variant.front("connect"), **kwargs)
+    tally = _Tally(progress)
+
+    def request(sleep: Callable[[float], Any]) -> Generator[Step, Any, None]:
+        return _counted(tally, _request(connect, adapter, workload, sleep))
+
     started = time.perf_counter()
     if variant.is_async:
-        latencies, failures = asyncio.run(_run_async(variant, workload, kwargs, progress))
+        asyncio.run(_run_async(request, workload))
     else:
-        latencies, failures = _run_threads(variant, workload, kwargs, progress)
+        _run_threads(request, workload)
     wall = time.perf_counter() - started
+    latencies, failures = tally.latencies, tally.failures
     return ConcurrencyResult(
         driver=variant.name,
         via=via,
@@ -124,51 +133,33 @@ def _request(connect: Callable[[], Any], adapter: Adapter, workload: Workload, s
         yield functools.partial(adapter.close, conn)  # type: ignore[attr-defined]
 
 
-def _run_threads(
-    variant: Variant,
-    workload: Workload,
-    kwargs: Mapping[str, Any],
-    progress: Progress | None,
-) -> tuple[list[float], Counter[str]]:
-    adapter = variant.adapter()
-    connect = functools.partial(variant.front("connect"), **kwargs)
-    tally = _Tally(progress)
+def _counted(tally: _Tally, request: Generator[Step, Any, Any]) -> Generator[Step, Any, None]:
+    """*request*'s steps, timed from their first step and counted in *tally*."""
+    started = time.perf_counter()
+    try:
+        yield from request
+    except Exception as exc:  # a failed request is counted, as ab counts them
+        tally.record(started, exc)
+    else:
+        tally.record(started, None)
 
-    def request() -> None:
-        started = time.perf_counter()
-        try:
-            run(_request(connect, adapter, workload, time.sleep))
-        except Exception as exc:  # a failed request is counted, as ab counts them
-            tally.record(started, exc)
-        else:
-            tally.record(started, None)
 
+def _run_threads(request: Callable[[Any], Generator[Step, Any, None]], workload: Workload) -> None:
+    """The requests on ``concurrency`` threads."""
     with ThreadPoolExecutor(workload.concurrency, thread_name_prefix="warmdb-bench") as pool:
         for _ in range(workload.requests):
-            pool.submit(request)
-    return tally.latencies, tally.failures
+            # A generator starts when first run: on its worker thread, which times it.
+            pool.submit(run, request(time.sleep))
 
 
 async def _run_async(
-    variant: Variant,
-    workload: Workload,
-    kwargs: Mapping[str, Any],
-    progress: Progress | None,
-) -> tuple[list[float], Counter[str]]:
-    adapter = variant.adapter()
-    connect = functools.partial(variant.front("connect"), **kwargs)
-    tally = _Tally(progress)
+    request: Callable[[Any], Generator[Step, Any, None]], workload: Workload
+) -> None:
+    """The requests as tasks on this loop, ``concurrency`` at a time."""
     slots = asyncio.Semaphore(workload.concurrency)
 
-    async def request() -> None:
+    async def one() -> None:
         async with slots:
-            started = time.perf_counter()
-            try:
-                await run_async(_request(connect, adapter, workload, asyncio.sleep))
-            except Exception as exc:  # a failed request is counted, as ab counts them
-                tally.record(started, exc)
-            else:
-                tally.record(started, None)
+            await run_async(request(asyncio.sleep))
 
-    await asyncio.gather(*(request() for _ in range(workload.requests)))
-    return tally.latencies, tally.failures
+    await asyncio.gather(*(one() for _ in range(workload.requests)))

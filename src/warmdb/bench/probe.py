@@ -23,7 +23,7 @@ import argparse
 import sys
 import time
 
-from warmdb.bench.command import add_endpoint_arguments, endpoint_kwargs, one_line_errors
+from warmdb.bench.command import add_endpoint_arguments, endpoint_kwargs, positive_int, prepare
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -45,20 +45,11 @@ docs/bench.md shows how to read the output.
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``probe`` options to *parser*."""
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = EXAMPLES
-    one_line_errors(parser)
+    prepare(parser, EXAMPLES, query_help="the first query")
     add = parser.add_argument
-    add("--query", default="SELECT 1", help="the first query ('SELECT 1')")
-    add(
-        "--drivers",
-        type=lambda text: [n.strip() for n in text.split(",") if n.strip()],
-        metavar="NAME,...",
-        help="driver variants to connect with (default: all installed)",
-    )
     add(
         "--repeat",
-        type=int,
+        type=positive_int,
         default=3,
         help="rounds; medians are shown (3: the first round pays one-time costs such as "
         "loading name-service libraries; 1 shows a single cold connect)",
@@ -74,8 +65,6 @@ def run(args: argparse.Namespace) -> int:
     from warmdb.errors import ConfigurationError
 
     try:
-        if args.repeat < 1:
-            raise UsageError(f"--repeat {args.repeat} must be at least 1")
         kwargs = endpoint_kwargs(args)
         variants = select_variants(args.drivers)
     except (UsageError, ConfigurationError) as exc:

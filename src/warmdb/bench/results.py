@@ -16,7 +16,7 @@ Pattern names, in the order the table shows them:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -94,29 +94,33 @@ class ColdCell:
     process: Summary
 
     def as_dict(self) -> dict[str, object]:
-        return {
-            "driver": self.driver,
-            "variant": self.variant,
-            "init": self.init.as_ms(),
-            "first_connect_query": self.first.as_ms(),
-            "process": self.process.as_ms(),
-        }
+        data: dict[str, object] = {"driver": self.driver, "variant": self.variant}
+        data.update((key, getattr(self, name).as_ms()) for key, name in _COLD_SUMMARIES)
+        return data
+
+
+#: ColdCell's summaries: JSON key, attribute.
+_COLD_SUMMARIES = (("init", "init"), ("first_connect_query", "first"), ("process", "process"))
+
+
+class _Plain:
+    """A record whose JSON form is its fields, as they are."""
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)  # type: ignore[call-overload]
 
 
 @dataclass(frozen=True)
-class Skip:
+class Skip(_Plain):
     """A cell that was not measured, and why (one line)."""
 
     driver: str
     pattern: str
     reason: str
 
-    def as_dict(self) -> dict[str, object]:
-        return {"driver": self.driver, "pattern": self.pattern, "reason": self.reason}
-
 
 @dataclass(frozen=True)
-class TargetCheck:
+class TargetCheck(_Plain):
     """Whether warmdb met one of its targets in this run.
 
     :ivar name: what is compared, e.g. ``connect vs raw driver``.
@@ -133,16 +137,6 @@ class TargetCheck:
     limit: float
     met: bool
     text: str
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "driver": self.driver,
-            "value": self.value,
-            "limit": self.limit,
-            "met": self.met,
-            "text": self.text,
-        }
 
 
 @dataclass(frozen=True)

@@ -130,34 +130,6 @@ class BenchServer:
             process.stop()
 
 
-def embedded(emulator: Emulator) -> BenchServer:
-    """A :class:`BenchServer` for a running *emulator*."""
-    return BenchServer(
-        description=f"embedded DSQL emulator on localhost:{emulator.port} (TLS, IAM tokens)",
-        kwargs={
-            "host": "localhost",
-            "port": emulator.port,
-            "auth": "dsql",
-            "region": emulator.region,
-            "user": "admin",
-            "dbname": "postgres",
-            "sslmode": "require",
-        },
-        environment=_credentials_environment(emulator),
-        aurora_host=emulator.hostname,
-        aurora_hostaddr="127.0.0.1",
-        emulator=emulator,
-    )
-
-
-def _credentials_environment(emulator: Emulator) -> dict[str, str]:
-    keys = emulator.credentials
-    variables = {"AWS_ACCESS_KEY_ID": keys.access_key, "AWS_SECRET_ACCESS_KEY": keys.secret_key}
-    if keys.token is not None:
-        variables["AWS_SESSION_TOKEN"] = keys.token
-    return variables
-
-
 def remote(kwargs: Mapping[str, Any]) -> BenchServer:
     """A :class:`BenchServer` for a real endpoint; credentials come from the caller's setup."""
     host = str(kwargs.get("host"))
@@ -166,26 +138,50 @@ def remote(kwargs: Mapping[str, Any]) -> BenchServer:
     return BenchServer(description=where, kwargs=dict(kwargs), aurora_host=host)
 
 
-def embedded_mysql(emulator: MySQLEmulator) -> BenchServer:
-    """A :class:`BenchServer` for a running MySQL *emulator* (RDS IAM tokens, TLS)."""
-    from warmdb.emulator.mysql.service import MASTER_USER
+def embedded(family: str, info: Mapping[str, Any], where: str, **handle: Any) -> BenchServer:
+    """A :class:`BenchServer` for a running emulator of *family*.
 
-    keys = emulator.credentials
-    variables = {"AWS_ACCESS_KEY_ID": keys.access_key, "AWS_SECRET_ACCESS_KEY": keys.secret_key}
-    if keys.token is not None:
-        variables["AWS_SESSION_TOKEN"] = keys.token
+    :param info: the emulator's ``describe()``, which is also the first line a child
+        ``warmdb emulate --json`` prints.
+    :param where: ``in process`` or ``own process``, for the description.
+    :param handle: ``emulator=`` (in process) or ``process=`` (a child), closed with it.
+    """
+    port = info["port"]
+    variables = {
+        "AWS_ACCESS_KEY_ID": str(info["access_key_id"]),
+        "AWS_SECRET_ACCESS_KEY": str(info["secret_access_key"]),
+    }
+    if info.get("session_token"):
+        variables["AWS_SESSION_TOKEN"] = str(info["session_token"])
+    if family == "mysql":
+        return BenchServer(
+            description=f"embedded RDS MySQL emulator on 127.0.0.1:{port} (TLS, IAM tokens; "
+            f"{where})",
+            kwargs={
+                "host": "127.0.0.1",
+                "port": port,
+                "auth": "rds",
+                "region": info["region"],
+                "user": info["master_user"],
+            },
+            environment=variables,
+            **handle,
+        )
     return BenchServer(
-        description=f"embedded RDS MySQL emulator on 127.0.0.1:{emulator.port} (TLS, IAM "
-        "tokens; in process)",
+        description=f"embedded DSQL emulator on localhost:{port} (TLS, IAM tokens; {where})",
         kwargs={
-            "host": "127.0.0.1",
-            "port": emulator.port,
-            "auth": "rds",
-            "region": emulator.region,
-            "user": MASTER_USER,
+            "host": "localhost",
+            "port": port,
+            "auth": "dsql",
+            "region": info["region"],
+            "user": "admin",
+            "dbname": "postgres",
+            "sslmode": "require",
         },
         environment=variables,
-        emulator=emulator,
+        aurora_host=str(info["hostname"]),
+        aurora_hostaddr="127.0.0.1",
+        **handle,
     )
 
 
@@ -206,49 +202,19 @@ def open_server(
     """
     if kwargs:
         return remote(kwargs)
-    if family == "mysql":
-        if in_process:
+    if in_process:
+        emulator: Emulator | MySQLEmulator
+        if family == "mysql":
             from warmdb.emulator.mysql.service import serve as serve_mysql
 
-            return embedded_mysql(serve_mysql(**emulator_options))
-        process = EmulatorProcess(MYSQL_CHILD).start()
-        info = process.info
-        return BenchServer(
-            description=f"embedded RDS MySQL emulator on 127.0.0.1:{info['port']} (TLS, IAM "
-            "tokens; own process)",
-            kwargs={
-                "host": "127.0.0.1",
-                "port": info["port"],
-                "auth": "rds",
-                "region": info["region"],
-                "user": info["master_user"],
-            },
-            environment=process.environment(),
-            process=process,
-        )
-    if in_process:
-        from warmdb.emulator.service import serve
+            emulator = serve_mysql(**emulator_options)
+        else:
+            from warmdb.emulator.service import serve
 
-        return embedded(serve(**emulator_options))
-    process = EmulatorProcess().start()
-    info = process.info
-    return BenchServer(
-        description=f"embedded DSQL emulator on localhost:{info['port']} (TLS, IAM tokens; "
-        "own process)",
-        kwargs={
-            "host": "localhost",
-            "port": info["port"],
-            "auth": "dsql",
-            "region": info["region"],
-            "user": "admin",
-            "dbname": "postgres",
-            "sslmode": "require",
-        },
-        environment=process.environment(),
-        aurora_host=str(info["hostname"]),
-        aurora_hostaddr="127.0.0.1",
-        process=process,
-    )
+            emulator = serve(**emulator_options)
+        return embedded(family, emulator.describe(), "in process", emulator=emulator)
+    process = EmulatorProcess(MYSQL_CHILD if family == "mysql" else DSQL_CHILD).start()
+    return embedded(family, process.info, "own process", process=process)
 
 
 #: ``warmdb emulate --json`` for DSQL, with temporary credentials.
@@ -308,16 +274,6 @@ class EmulatorProcess:
                 raise WarmdbError(f"the embedded emulator did not start: {why}")
         self.info = json.loads(line)
         return self
-
-    def environment(self) -> dict[str, str]:
-        """The AWS variables that sign tokens it accepts."""
-        variables = {
-            "AWS_ACCESS_KEY_ID": str(self.info["access_key_id"]),
-            "AWS_SECRET_ACCESS_KEY": str(self.info["secret_access_key"]),
-        }
-        if self.info.get("session_token"):
-            variables["AWS_SESSION_TOKEN"] = str(self.info["session_token"])
-        return variables
 
     def stop(self) -> None:
         """Stop the child and keep its final statistics in :attr:`final_stats`."""

@@ -29,6 +29,7 @@ import socket
 import ssl
 import struct
 import time
+from dataclasses import dataclass
 
 from warmdb._tls import ssl_context
 from warmdb.emulator.mysql import packets, upstream
@@ -103,42 +104,26 @@ class WireTimings:
         self.tls_version: str | None = None
         self.server_version: str | None = None
 
-    @contextlib.contextmanager
-    def timing(self, phase: str, clock: Callable[[], float]) -> Iterator[None]:
-        """Time the block as *phase* (kept only when the block succeeds)."""
-        started = clock()
-        yield
-        self.phases[phase] = clock() - started
 
-
+@dataclass(frozen=True, kw_only=True, repr=False)
 class WireLogin:
     """Who logs in, to what, and how: what a probe needs beyond the address.
 
-    :param user: the login user.
-    :param dbname: the database, or ``None`` for the server's default (MySQL).
-    :param password: the password or IAM token, or ``None``.
-    :param sslmode: libpq's sslmode (``disable``, ``prefer``, ``require``, ``verify-ca``,
+    :ivar user: the login user.
+    :ivar dbname: the database, or ``None`` for the server's default (MySQL).
+    :ivar password: the password or IAM token, or ``None``.
+    :ivar sslmode: libpq's sslmode (``disable``, ``prefer``, ``require``, ``verify-ca``,
         ``verify-full``); ``prefer`` goes on without TLS when the server offers none.
-    :param sslrootcert: CA file for verification, ``"system"``, or ``None``.
-    :param clear_password: MySQL: answer ``mysql_clear_password`` straight away (IAM tokens).
+    :ivar sslrootcert: CA file for verification, ``"system"``, or ``None``.
+    :ivar clear_password: MySQL: answer ``mysql_clear_password`` straight away (IAM tokens).
     """
 
-    def __init__(
-        self,
-        *,
-        user: str,
-        dbname: str | None,
-        password: str | None,
-        sslmode: str,
-        sslrootcert: str | None,
-        clear_password: bool = False,
-    ) -> None:
-        self.user = user
-        self.dbname = dbname
-        self.password = password
-        self.sslmode = sslmode
-        self.sslrootcert = sslrootcert
-        self.clear_password = clear_password
+    user: str
+    dbname: str | None
+    password: str | None
+    sslmode: str
+    sslrootcert: str | None
+    clear_password: bool = False
 
     def __repr__(self) -> str:
         # The password may be a token: never part of a repr.
@@ -177,29 +162,29 @@ def probe_connect(
     :param family: ``postgresql`` or ``mysql``: the protocol spoken after TCP.
     :raises ConnectError: a phase failed (the message names it; no secret in it).
     """
-    timings = WireTimings(family)
-    # Built before the clock starts: drivers cache theirs, and loading a CA bundle is not
-    # part of a handshake.
-    context = ssl_context(login.sslmode, login.sslrootcert)
-    with timings.timing("DNS", clock):
+    probe = _Probe(family, host, login, query, clock)
+    with probe.timed("DNS"):
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError as exc:
             raise ConnectError(f"DNS: {host} does not resolve: {exc.strerror or exc}") from None
     address_family, kind, proto, _, address = infos[0]
+    timings = probe.timings
     timings.address = str(address[0])
     sock = socket.socket(address_family, kind, proto)
     sock.settimeout(connect_timeout)
-    speak = _postgres if family == "postgresql" else _mysql
     try:
-        with timings.timing("TCP connect", clock):
+        with probe.timed("TCP connect"):
             try:
                 sock.connect(address)
             except OSError as exc:
                 where = f"{timings.address}:{port}"
                 raise ConnectError(f"TCP: {where}: {exc.strerror or exc}") from None
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        speak(sock, context, host, login, query, timings, clock)
+        if family == "postgresql":
+            probe.postgres(sock)
+        else:
+            probe.mysql(sock)
     except ssl.SSLError as exc:
         raise ConnectError(f"TLS: {exc.reason or exc}") from None
     except TimeoutError:
@@ -209,52 +194,90 @@ def probe_connect(
     return timings
 
 
-def _start_tls(
-    sock: socket.socket, context: ssl.SSLContext, host: str, timings: WireTimings
-) -> ssl.SSLSocket:
-    """The TLS handshake on *sock*, with SNI for a host name (DSQL needs it; none for an IP
-    address, as libpq and the MySQL drivers do)."""
-    stream = context.wrap_socket(sock, server_hostname=None if _is_ip(host) else host)
-    timings.tls_version = stream.version()
-    return stream
+class _Probe:
+    """One probe's settings and timings; its methods speak each family's protocol."""
 
+    def __init__(
+        self, family: str, host: str, login: WireLogin, query: str, clock: Callable[[], float]
+    ) -> None:
+        self.timings = WireTimings(family)
+        self.host = host
+        self.login = login
+        self.query = query
+        self.clock = clock
+        # Built before the clock starts: drivers cache theirs, and loading a CA bundle is
+        # not part of a handshake.
+        self.context = ssl_context(login.sslmode, login.sslrootcert)
 
-def _no_tls(login: WireLogin) -> None:
-    """The server offers no TLS: fine for ``prefer``, a failure otherwise."""
-    if login.sslmode != "prefer":
-        raise ConnectError("TLS: the server does not offer TLS")
+    @contextlib.contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        """Time the block as *phase* (kept only when the block succeeds)."""
+        started = self.clock()
+        yield
+        self.timings.phases[phase] = self.clock() - started
 
+    def start_tls(self, sock: socket.socket, context: ssl.SSLContext) -> ssl.SSLSocket:
+        """The TLS handshake on *sock*, with SNI for a host name (DSQL needs it; none for an
+        IP address, as libpq and the MySQL drivers do)."""
+        host = self.host
+        stream = context.wrap_socket(sock, server_hostname=None if _is_ip(host) else host)
+        self.timings.tls_version = stream.version()
+        return stream
 
-# PostgreSQL -------------------------------------------------------------------------------
+    def no_tls(self) -> None:
+        """The server offers no TLS: fine for ``prefer``, a failure otherwise."""
+        if self.login.sslmode != "prefer":
+            raise ConnectError("TLS: the server does not offer TLS")
 
+    # PostgreSQL ---------------------------------------------------------------------------
 
-def _postgres(
-    sock: socket.socket,
-    context: ssl.SSLContext | None,
-    host: str,
-    login: WireLogin,
-    query: str,
-    timings: WireTimings,
-    clock: Callable[[], float],
-) -> None:
-    stream = sock
-    if context is not None:
-        with timings.timing("TLS handshake", clock):
-            sock.sendall(struct.pack("!ii", 8, SSL_REQUEST_CODE))
-            if sock.recv(1) == b"S":
-                stream = _start_tls(sock, context, host, timings)
-            else:
-                _no_tls(login)
-    conn = _Conn(stream, MessageFramer(_MAX_MESSAGE))
-    user = login.user
-    with timings.timing("startup + authentication", clock):
-        stream.sendall(startup_message({"user": user, "database": login.dbname or user}))
-        _pg_authenticate(conn, user, login.password)
-        _pg_until_ready(conn)
-    with timings.timing("first query", clock):
-        stream.sendall(query_message(query))
-        _pg_until_ready(conn)
-    stream.sendall(encode(b"X", b""))
+    def postgres(self, sock: socket.socket) -> None:
+        stream = sock
+        if self.context is not None:
+            with self.timed("TLS handshake"):
+                sock.sendall(struct.pack("!ii", 8, SSL_REQUEST_CODE))
+                if sock.recv(1) == b"S":
+                    stream = self.start_tls(sock, self.context)
+                else:
+                    self.no_tls()
+        conn = _Conn(stream, MessageFramer(_MAX_MESSAGE))
+        user = self.login.user
+        with self.timed("startup + authentication"):
+            stream.sendall(startup_message({"user": user, "database": self.login.dbname or user}))
+            _pg_authenticate(conn, user, self.login.password)
+            _pg_until_ready(conn)
+        with self.timed("first query"):
+            stream.sendall(query_message(self.query))
+            _pg_until_ready(conn)
+        stream.sendall(encode(b"X", b""))
+
+    # MySQL --------------------------------------------------------------------------------
+
+    def mysql(self, sock: socket.socket) -> None:
+        with self.timed("server greeting"):
+            try:
+                greeting = upstream.greet(sock)
+            except (ProtocolError, EOFError) as exc:
+                raise ConnectError(f"greeting: {exc}") from None
+        self.timings.server_version = greeting.server_version
+        caps = (_MYSQL_CAPABILITIES & greeting.capabilities) | packets.REQUIRED
+        stream = sock
+        seq = 1
+        if self.context is not None:
+            with self.timed("TLS handshake"):
+                if greeting.capabilities & packets.CLIENT_SSL:
+                    caps |= packets.CLIENT_SSL
+                    sock.sendall(packets.encode_packet(seq, _ssl_request(caps, greeting.charset)))
+                    seq += 1
+                    stream = self.start_tls(sock, self.context)
+                else:
+                    self.no_tls()
+        with self.timed("authentication"):
+            _mysql_authenticate(stream, greeting, caps, seq, self.login)
+        with self.timed("first query"):
+            stream.sendall(packets.encode_packet(0, _COM_QUERY + self.query.encode()))
+            _mysql_result(_Conn(stream, PacketFramer(packets.MAX_PAYLOAD)))
+        stream.sendall(packets.encode_packet(0, _COM_QUIT))
 
 
 def _pg_until_ready(conn: _Conn) -> None:
@@ -307,42 +330,7 @@ def _pg_authenticate(conn: _Conn, user: str, password: str | None) -> None:
             raise ConnectError(f"unsupported authentication request {code}")
 
 
-# MySQL ------------------------------------------------------------------------------------
-
-
-def _mysql(
-    sock: socket.socket,
-    context: ssl.SSLContext | None,
-    host: str,
-    login: WireLogin,
-    query: str,
-    timings: WireTimings,
-    clock: Callable[[], float],
-) -> None:
-    with timings.timing("server greeting", clock):
-        try:
-            greeting = upstream.greet(sock)
-        except (ProtocolError, EOFError) as exc:
-            raise ConnectError(f"greeting: {exc}") from None
-    timings.server_version = greeting.server_version
-    caps = (_MYSQL_CAPABILITIES & greeting.capabilities) | packets.REQUIRED
-    stream = sock
-    seq = 1
-    if context is not None:
-        with timings.timing("TLS handshake", clock):
-            if greeting.capabilities & packets.CLIENT_SSL:
-                caps |= packets.CLIENT_SSL
-                sock.sendall(packets.encode_packet(seq, _ssl_request(caps, greeting.charset)))
-                seq += 1
-                stream = _start_tls(sock, context, host, timings)
-            else:
-                _no_tls(login)
-    with timings.timing("authentication", clock):
-        _mysql_authenticate(stream, greeting, caps, seq, login)
-    with timings.timing("first query", clock):
-        stream.sendall(packets.encode_packet(0, _COM_QUERY + query.encode()))
-        _mysql_result(_Conn(stream, PacketFramer(packets.MAX_PAYLOAD)))
-    stream.sendall(packets.encode_packet(0, _COM_QUIT))
+# MySQL -----------------------------------------------------------------------------------
 
 
 def _ssl_request(caps: int, charset: int) -> bytes:

@@ -28,7 +28,7 @@ def run(argv: list[str]) -> int | str | None:
         (["bench", "--requests", "10"], "--requests needs --concurrency"),
         (["bench", "--via-sidecar"], "--via-sidecar needs --concurrency"),
         (["bench", "--hold", "-1", "--concurrency", "2"], "'-1' must be 0 or more"),
-        (["probe", "--repeat", "0"], "--repeat 0 must be at least 1"),
+        (["probe", "--repeat", "0"], "--repeat: '0' must be at least 1"),
         (["probe", "--sslmode"], "expected one argument"),
     ],
 )

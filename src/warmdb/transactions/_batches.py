@@ -23,15 +23,17 @@ from __future__ import annotations
 import itertools
 import re
 import time
+from functools import partial
 
 from warmdb._arguments import check_count, check_seconds
+from warmdb._steps import run, run_async
 from warmdb.errors import BatchWriteError, ConfigurationError
 from warmdb.transactions._conflict import adapter_for_connection
 from warmdb.transactions._run import run_transaction, run_transaction_async
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Sequence
+    from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
     from typing import Any
 
     from warmdb.events import ConflictRetryEvent
@@ -165,7 +167,6 @@ class _Plan:
     def __init__(
         self,
         rows: Iterable[Any],
-        *,
         batch_rows: int,
         batch_bytes: int | None,
         batch_time: float,
@@ -203,6 +204,29 @@ class _Plan:
             self._rows_now = max(1, min(self._rows_now, int(rows * self.batch_time / 4 / seconds)))
         if self.progress is not None:
             self.progress(result)
+
+    def steps(
+        self,
+        transact: Callable[..., Any],
+        target: Any,
+        ingest: Callable[[Any, str, list[Any]], Any],
+        statement: str,
+        retry: Retry,
+    ) -> Generator[Callable[[], Any], Any, BatchResult]:
+        """Each batch as one transaction, as steps (:mod:`warmdb._steps`): *transact* is
+        :func:`run_transaction` or its async twin, *ingest* :func:`_ingest` or its."""
+        for batch in self.batches:
+
+            def write(conn: Any, attempt: int, batch: list[Any] = batch) -> Any:
+                return ingest(conn, statement, batch)
+
+            started = time.monotonic()
+            try:
+                yield partial(transact, target, write, retry=retry, on_conflict=self.on_conflict)
+            except Exception as exc:
+                raise self.failed(exc) from exc
+            self.committed(len(batch), time.monotonic() - started)
+        return self.result
 
     def failed(self, exc: BaseException) -> BatchWriteError:
         result = self.result
@@ -348,27 +372,8 @@ def write_batches(
         connection lost while a COMMIT was in flight leaves that one batch in doubt: use a
         statement that skips duplicates (``ON CONFLICT DO NOTHING``) when that matters.
     """
-    plan = _Plan(
-        rows,
-        batch_rows=batch_rows,
-        batch_bytes=batch_bytes,
-        batch_time=batch_time,
-        resume_from=resume_from,
-        progress=progress,
-    )
-
-    for batch in plan.batches:
-
-        def write(conn: Any, attempt: int, batch: list[Any] = batch) -> None:
-            _ingest(conn, statement, batch)
-
-        started = time.monotonic()
-        try:
-            run_transaction(target, write, retry=retry, on_conflict=plan.on_conflict)
-        except Exception as exc:
-            raise plan.failed(exc) from exc
-        plan.committed(len(batch), time.monotonic() - started)
-    return plan.result
+    plan = _Plan(rows, batch_rows, batch_bytes, batch_time, resume_from, progress)
+    return run(plan.steps(run_transaction, target, _ingest, statement, retry))
 
 
 async def write_batches_async(
@@ -387,23 +392,7 @@ async def write_batches_async(
 
     *rows* is a plain iterable here too; the parameters are :func:`write_batches`'s.
     """
-    plan = _Plan(
-        rows,
-        batch_rows=batch_rows,
-        batch_bytes=batch_bytes,
-        batch_time=batch_time,
-        resume_from=resume_from,
-        progress=progress,
+    plan = _Plan(rows, batch_rows, batch_bytes, batch_time, resume_from, progress)
+    return await run_async(
+        plan.steps(run_transaction_async, target, _ingest_async, statement, retry)
     )
-    for batch in plan.batches:
-
-        async def write(conn: Any, attempt: int, batch: list[Any] = batch) -> None:
-            await _ingest_async(conn, statement, batch)
-
-        started = time.monotonic()
-        try:
-            await run_transaction_async(target, write, retry=retry, on_conflict=plan.on_conflict)
-        except Exception as exc:
-            raise plan.failed(exc) from exc
-        plan.committed(len(batch), time.monotonic() - started)
-    return plan.result

@@ -159,6 +159,7 @@ def _within(cm: Any, is_async: bool, body: Callable[[Any], Steps[T]]) -> Steps[T
 
 class _Transaction:
     """One run_transaction call: its target, its attempts, and the procedure that runs them.
+    Takes run_transaction's arguments, in its order.
 
     :ivar adapter: the adapter of the connection the running attempt uses, once known; what
         :meth:`_after_failure` gives :func:`~warmdb.transactions.conflict_code`.
@@ -179,12 +180,13 @@ class _Transaction:
         self,
         target: Any,
         fn: Callable[..., Any],
-        *,
         retry: Retry,
         with_attempt: bool,
         on_conflict: Callable[[ConflictRetryEvent], object] | None,
         max_age: float | None,
         age_warning: float | None,
+        /,
+        *,
         is_async: bool,
     ) -> None:
         if max_age is not None or age_warning != _AGE_WARNING:
@@ -327,14 +329,7 @@ def run_transaction(
     :raises ConflictError: conflicts outlasted the budget (the last one is the ``__cause__``).
     """
     transaction = _Transaction(
-        target,
-        fn,
-        retry=retry,
-        with_attempt=with_attempt,
-        on_conflict=on_conflict,
-        max_age=max_age,
-        age_warning=age_warning,
-        is_async=False,
+        target, fn, retry, with_attempt, on_conflict, max_age, age_warning, is_async=False
     )
     return run(transaction.steps(time.sleep))
 
@@ -360,13 +355,6 @@ async def run_transaction_async(
     import asyncio
 
     transaction = _Transaction(
-        target,
-        fn,
-        retry=retry,
-        with_attempt=with_attempt,
-        on_conflict=on_conflict,
-        max_age=max_age,
-        age_warning=age_warning,
-        is_async=True,
+        target, fn, retry, with_attempt, on_conflict, max_age, age_warning, is_async=True
     )
     return await run_async(transaction.steps(asyncio.sleep))

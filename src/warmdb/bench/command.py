@@ -123,32 +123,16 @@ def add_endpoint_arguments(parser: argparse.ArgumentParser) -> None:
 
 def endpoint_kwargs(args: argparse.Namespace) -> dict[str, Any] | None:
     """warmdb's connect arguments from the endpoint options, or ``None`` for the emulator."""
+    from warmdb.endpoint import ENDPOINT_KEYS
+
+    # The options named after connect()'s endpoint arguments, in the order they were added.
+    given = {k: v for k, v in vars(args).items() if k in ENDPOINT_KEYS and v is not None}
     if args.host is None:
-        given = [f"--{n.replace('_', '-')}" for n in _ENDPOINT_OPTIONS if getattr(args, n)]
         if given or args.connect_arg:
-            name = given[0] if given else "--connect-arg"
+            name = f"--{next(iter(given)).replace('_', '-')}" if given else "--connect-arg"
             raise UsageError(f"{name} needs --host (without it the embedded emulator is used)")
         return None
-    kwargs: dict[str, Any] = {"host": args.host}
-    for name in _ENDPOINT_OPTIONS:
-        value = getattr(args, name)
-        if value is not None:
-            kwargs[name] = value
-    kwargs.update(dict(args.connect_arg))
-    return kwargs
-
-
-_ENDPOINT_OPTIONS = (
-    "port",
-    "region",
-    "user",
-    "dbname",
-    "auth",
-    "profile",
-    "sslmode",
-    "sslrootcert",
-    "token_duration_secs",
-)
+    return {**given, **dict(args.connect_arg)}
 
 
 class UsageError(Exception):

@@ -14,6 +14,8 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from warmdb.sidecar.supervisor import Sidecar
 
 __all__ = ["add_arguments", "build", "run"]
@@ -36,53 +38,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "WARMDB_SIDECAR_HOST, WARMDB_SIDECAR_POOL_SIZE); --state-file from WARMDB_SIDECAR. "
         "Clients find the sidecar through WARMDB_SIDECAR=<state file>."
     )
-    add = parser.add_argument
-    add(
+    parser.add_argument(
         "action",
         nargs="?",
         choices=("run", "status"),
         default="run",
         help="run the sidecar (default), or show a running one's pools, stats and token age",
     )
-    add("--host", default=_env("host"), help="the database endpoint (DSQL or RDS host name)")
-    add("--port", type=int, default=_env("port"), help="the database port (default 5432)")
-    add("--region", default=_env("region"), help="AWS region (default: from host or AWS_REGION)")
-    add("--user", default=_env("user"), help="database user (default admin for DSQL)")
-    add("--dbname", default=_env("dbname"), help="database (default postgres)")
-    add("--auth", choices=("dsql", "rds"), default=_env("auth"), help="token kind (default: host)")
-    add("--profile", default=_env("profile"), help="AWS profile to sign with")
+
+    def add(flag: str, default: str | None = None, **options: Any) -> None:
+        # argparse applies the option's type to a default read from the environment too.
+        parser.add_argument(flag, default=_env(flag[2:], default), **options)
+
+    add("--host", help="the database endpoint (DSQL or RDS host name)")
+    add("--port", type=int, help="the database port (default 5432)")
+    add("--region", help="AWS region (default: from host or AWS_REGION)")
+    add("--user", help="database user (default admin for DSQL)")
+    add("--dbname", help="database (default postgres)")
+    add("--auth", choices=("dsql", "rds"), help="token kind (default: from the host)")
+    add("--profile", help="AWS profile to sign with")
     add(
         "--sslmode",
         choices=("require", "verify-ca", "verify-full"),
-        default=_env("sslmode"),
         help="TLS to the server (DSQL: verify-full, the only mode PgBouncer sends SNI in; "
         "RDS: require)",
     )
-    add("--sslrootcert", default=_env("sslrootcert"), help="CA file for verify-* (or 'system')")
+    add("--sslrootcert", help="CA file for verify-* (or 'system')")
     add(
         "--token-duration",
         type=int,
-        default=_env("token_duration"),
         metavar="SECONDS",
         help="DSQL token lifetime (default 900, or 21600 on PgBouncer before 1.24)",
     )
     add(
         "--listen",
-        default=_env("listen", "127.0.0.1:6432"),
+        "127.0.0.1:6432",
         metavar="HOST:PORT",
         help="where PgBouncer listens (default 127.0.0.1:6432)",
     )
-    add("--pool-size", type=int, default=_env("pool_size", "20"), help="server connections")
-    add("--client-user", default=_env("client_user", "warmdb"), help="user clients log in as")
-    add("--pgbouncer", default=_env("pgbouncer"), metavar="PATH", help="the PgBouncer binary")
-    add(
+    add("--pool-size", "20", type=int, help="server connections (default 20)")
+    add("--client-user", "warmdb", help="user clients log in as (default warmdb)")
+    add("--pgbouncer", metavar="PATH", help="the PgBouncer binary")
+    parser.add_argument(
         "--state-file",
         default=os.environ.get("WARMDB_SIDECAR"),
         metavar="PATH",
         help="the state file clients read; its directory holds every file, mode 0700 "
         "(default $WARMDB_SIDECAR, else a temporary directory)",
     )
-    add(
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -90,8 +94,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="settings",
         help="a [pgbouncer] setting, replacing the default (repeatable; NAME= removes it)",
     )
-    add("--json", action="store_true", help="print one JSON line once ready (status: JSON)")
-    add(
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON line once ready (status: JSON)"
+    )
+    parser.add_argument(
         "--lambda-extension",
         action="store_true",
         default=_env("lambda_extension") == "1",
@@ -99,26 +105,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--extension-name",
-        default=_env("extension_name", "warmdb-sidecar"),
+        "warmdb-sidecar",
         help="the extension's name: its launcher's file name (default warmdb-sidecar)",
     )
     add(
         "--time-scale",
+        "1",
         type=float,
-        default=_env("time_scale", "1"),
         metavar="K",
         help="divide the refresh interval by K (against `warmdb emulate --token-time-scale K`)",
     )
     add(
         "--shutdown-timeout",
+        "1.5",
         type=float,
-        default=_env("shutdown_timeout", "1.5"),
         metavar="SECONDS",
         help="safe shutdown time before PgBouncer is killed (default 1.5)",
     )
     add(
         "--log-level",
-        default=_env("log_level", "info"),
+        "info",
         choices=("debug", "info", "warning", "error"),
         help="log level on standard error (default info)",
     )
@@ -150,34 +156,27 @@ def build(args: argparse.Namespace) -> Sidecar:
 
     :raises ConfigurationError: a missing or bad option.
     """
+    from warmdb.endpoint import ENDPOINT_KEYS
     from warmdb.errors import ConfigurationError
     from warmdb.sidecar.supervisor import Sidecar
 
     if not args.host:
         raise ConfigurationError("--host is required (or WARMDB_SIDECAR_HOST)")
     listen_host, listen_port = _listen(args.listen)
+    # The endpoint's options, then the sidecar's own, under the Sidecar's parameter names.
+    passed = {k: v for k, v in vars(args).items() if k in ENDPOINT_KEYS or k in _SIDECAR_KEYS}
     return Sidecar(
-        host=args.host,
-        region=args.region,
-        user=args.user,
-        dbname=args.dbname,
-        auth=args.auth,
-        profile=args.profile,
-        sslmode=args.sslmode,
-        sslrootcert=args.sslrootcert,
+        **passed,
         listen_host=listen_host,
         listen_port=listen_port,
-        client_user=args.client_user,
-        pgbouncer=args.pgbouncer,
         state_path=args.state_file,
         settings=_settings(args.settings),
-        # argparse applies each option's type to a default read from the environment too.
-        port=args.port,
-        pool_size=args.pool_size,
-        token_duration=args.token_duration,
-        time_scale=args.time_scale,
-        shutdown_timeout=args.shutdown_timeout,
     )
+
+
+_SIDECAR_KEYS = frozenset(
+    {"token_duration", "pool_size", "client_user", "pgbouncer", "time_scale", "shutdown_timeout"}
+)
 
 
 def _usage_error(message: str) -> int:

@@ -44,9 +44,12 @@ from warmdb.sidecar.state import SidecarState, write_private_file, write_state
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+    from typing import TypeVar
 
     from warmdb.auth.credentials import Credentials
     from warmdb.endpoint import Endpoint
+
+    T = TypeVar("T")
 
 __all__ = ["Sidecar"]
 
@@ -248,9 +251,7 @@ class Sidecar:
     @property
     def directory(self) -> Path:
         """The private directory (0700) holding every file of this sidecar."""
-        if self._directory is None:
-            raise RuntimeError("the sidecar is not running")
-        return self._directory
+        return _running(self._directory)
 
     @property
     def state_path(self) -> Path:
@@ -260,9 +261,7 @@ class Sidecar:
     @property
     def state(self) -> SidecarState:
         """What clients read from the state file."""
-        if self._state is None:
-            raise RuntimeError("the sidecar is not running")
-        return self._state
+        return _running(self._state)
 
     @property
     def pgbouncer_pid(self) -> int | None:
@@ -391,28 +390,19 @@ class Sidecar:
     def _refresh_token(self) -> None:
         """Sign a new token, check it fits, write the auth file. Raises on failure."""
         from warmdb.auth.credentials import credentials_source
-        from warmdb.auth.tokens import TokenSpec, sign_token
+        from warmdb.auth.tokens import sign_token
 
         assert self.caps is not None
         assert self.plan is not None
         endpoint = self.endpoint
-        assert endpoint.region is not None
-        assert endpoint.user is not None
-        spec = TokenSpec(
-            kind=endpoint.auth,
-            host=endpoint.host,
-            port=endpoint.port,
-            region=endpoint.region,
-            user=endpoint.user,
-            expires_in=self.plan.token_duration,
-        )
+        spec = endpoint.token_spec(expires_in=self.plan.token_duration)
         source = self._credentials or credentials_source(profile=endpoint.profile)
         now = self._clock()
         token = sign_token(spec, source(), now)
         check_password(token, self.caps)
         self._write(
             "auth.txt",
-            render_auth_file({endpoint.user: token, self.client_user: self._client_password}),
+            render_auth_file({spec.user: token, self.client_user: self._client_password}),
         )
         # X-Amz-Date has whole seconds: the server counts the lifetime from there.
         self._token_issued_at = float(int(now))
@@ -536,6 +526,13 @@ def _check_reachable(directory: Path, account: tuple[int, int]) -> None:
                 f"PgBouncer runs as uid {uid}, which cannot enter {str(parent)!r}: choose a "
                 "state file path under a directory others may traverse (e.g. /tmp)"
             )
+
+
+def _running(value: T | None) -> T:
+    """*value*, which exists while the sidecar runs."""
+    if value is None:
+        raise RuntimeError("the sidecar is not running")
+    return value
 
 
 def _resolve_endpoint(**kwargs: object) -> Endpoint:

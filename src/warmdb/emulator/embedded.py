@@ -34,7 +34,7 @@ class EmbeddedServer:
 
     Subclasses set :attr:`name` (the program, for messages), :attr:`stop_signal` (its clean
     shutdown), ``start_timeout``, ``_account`` (from
-    :func:`warmdb._processes.unprivileged_account`) and :attr:`log_path`.
+    :func:`warmdb._processes.unprivileged_account`), :attr:`log_path` and :attr:`socket_path`.
     """
 
     name = "server"
@@ -46,6 +46,11 @@ class EmbeddedServer:
     @property
     def log_path(self) -> Path:
         """The server's log file."""
+        raise NotImplementedError
+
+    @property
+    def socket_path(self) -> str:
+        """The server's Unix socket, which it trusts: only its owner can reach it."""
         raise NotImplementedError
 
     def start(self: _ServerT) -> _ServerT:

@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 from warmdb.auth.tokens import TokenSpec, sign_token
 from warmdb.emulator import tls
 from warmdb.emulator.embedded import EmbeddedServer
-from warmdb.emulator.listener import Listener, bind
+from warmdb.emulator.listener import Front, Listener, bind
 from warmdb.emulator.token_check import HostRule, TokenVerifier
 from warmdb.errors import ConfigurationError
 
@@ -30,7 +30,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import os
     import socket
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     from warmdb.auth.credentials import Credentials
 
@@ -73,6 +73,7 @@ class BaseEmulator(Generic[ServerT, UpstreamT, SnapshotT]):
     :param credentials: the key pair clients sign with.
     :param accept: more credentials to accept.
     :param tls_files: ``(certificate_chain_path, key_path)`` instead of generated ones.
+    :param clock: the front end's monotonic clock (limits, timeouts).
     """
 
     #: The prefix of the private work directory's name.
@@ -90,6 +91,7 @@ class BaseEmulator(Generic[ServerT, UpstreamT, SnapshotT]):
         credentials: Credentials,
         accept: Iterable[Credentials],
         tls_files: tuple[str | os.PathLike[str], str | os.PathLike[str]] | None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 0 <= port <= 65535:
             raise ConfigurationError(f"port={port!r} must be between 0 and 65535")
@@ -108,6 +110,7 @@ class BaseEmulator(Generic[ServerT, UpstreamT, SnapshotT]):
         self._accept = [credentials, *accept]
         self._port = port
         self._tls_files = tls_files
+        self.clock = clock
         self._workdir: Path | None = None
         self._upstream: UpstreamT | None = None
         self._server: ServerT | None = None
@@ -119,15 +122,8 @@ class BaseEmulator(Generic[ServerT, UpstreamT, SnapshotT]):
         """Start the upstream server, ready for clients."""
         raise NotImplementedError
 
-    def _new_server(
-        self,
-        *,
-        listener: socket.socket,
-        upstream: UpstreamT,
-        tls_context: ssl.SSLContext,
-        verifier: TokenVerifier,
-    ) -> ServerT:
-        """The front end on *listener* (which it now owns), not started."""
+    def _new_server(self, front: Front) -> ServerT:
+        """The front end on *front* (whose listening socket it now owns), not started."""
         raise NotImplementedError
 
     @property
@@ -168,10 +164,13 @@ class BaseEmulator(Generic[ServerT, UpstreamT, SnapshotT]):
                 time_scale=self.token_time_scale,
             )
             self._server = self._new_server(
-                listener=listener,
-                upstream=self._upstream,
-                tls_context=tls_context,
-                verifier=verifier,
+                Front(
+                    listener=listener,
+                    upstream_path=self._upstream.socket_path,
+                    tls_context=tls_context,
+                    verifier=verifier,
+                    clock=self.clock,
+                )
             )
             listener = None
             self._server.start()

@@ -11,6 +11,7 @@ statistics and the clock.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import socket
 import threading
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from warmdb.emulator.stats import Counters
     from warmdb.emulator.token_check import TokenVerifier
 
-__all__ = ["Listener", "bind"]
+__all__ = ["Front", "Listener", "bind"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,40 +41,44 @@ def bind(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), family=family, backlog=4096)
 
 
+@dataclasses.dataclass(frozen=True)
+class Front:
+    """What every engine's front end is built on.
+
+    :ivar listener: a bound, listening TCP socket, owned by the front end (the caller binds
+        it first: RDS tokens name the port, so the verifier needs it before the first client).
+    :ivar upstream_path: the upstream server's Unix socket.
+    :ivar tls_context: the server-side TLS context.
+    :ivar verifier: checks the IAM tokens.
+    :ivar clock: a monotonic clock for limits and timeouts.
+    """
+
+    listener: socket.socket
+    upstream_path: str
+    tls_context: ssl.SSLContext
+    verifier: TokenVerifier
+    clock: Callable[[], float] = time.monotonic
+
+
 class Listener:
     """Accepts client connections and runs a session thread for each.
 
     Subclasses say which session a connection gets (:meth:`new_session`).
 
-    :param listener: a bound, listening TCP socket, owned from now on (the caller binds it
-        first: RDS tokens name the port, so the verifier needs it before the first client).
-    :param upstream_path: the upstream server's Unix socket.
-    :param tls_context: the server-side TLS context.
-    :param verifier: checks the IAM tokens.
+    :param front: the listening socket, the upstream, TLS, the verifier and the clock.
     :param stats: the counters every session updates.
-    :param clock: a monotonic clock for limits and timeouts.
     :param name: names the accept thread (``warmdb-NAME-accept``) and the session threads.
     """
 
-    def __init__(
-        self,
-        *,
-        listener: socket.socket,
-        upstream_path: str,
-        tls_context: ssl.SSLContext,
-        verifier: TokenVerifier,
-        stats: Counters[Any],
-        clock: Callable[[], float],
-        name: str,
-    ) -> None:
-        self.upstream_path = upstream_path
-        self.tls_context = tls_context
-        self.verifier = verifier
+    def __init__(self, front: Front, *, stats: Counters[Any], name: str) -> None:
+        self.upstream_path = front.upstream_path
+        self.tls_context = front.tls_context
+        self.verifier = front.verifier
+        self.clock = front.clock
         self.stats = stats
-        self.clock = clock
         self.name = name
-        self.port = int(listener.getsockname()[1])
-        self._listener = listener
+        self.port = int(front.listener.getsockname()[1])
+        self._listener = front.listener
         self._lock = threading.Lock()
         self._sessions: set[Session] = set()
         self._closing = threading.Event()

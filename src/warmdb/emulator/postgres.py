@@ -214,6 +214,13 @@ class EmbeddedPostgres(EmbeddedServer):
         return self._require_base() / "socket"
 
     @property
+    def socket_path(self) -> str:
+        """The server's Unix socket file (in :attr:`socket_dir`, named by the port)."""
+        from warmdb.emulator.upstream import socket_path
+
+        return socket_path(self.socket_dir, self.port)
+
+    @property
     def log_path(self) -> Path:
         """The server's log file."""
         return self._require_base() / "postgres.log"

@@ -23,7 +23,7 @@ from typing import NoReturn
 from warmdb.emulator import protocol, upstream
 from warmdb.emulator.engines import DSQL, Engine
 from warmdb.emulator.limits import Limits, TokenBucket
-from warmdb.emulator.listener import Listener
+from warmdb.emulator.listener import Front, Listener
 from warmdb.emulator.passthrough import PassThrough
 from warmdb.emulator.relay import Relay
 from warmdb.emulator.session import Refused, Session
@@ -32,10 +32,6 @@ from warmdb.emulator.stats import Stats
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
-    import ssl
-    from collections.abc import Callable
-
-    from warmdb.emulator.token_check import TokenVerifier
 
 __all__ = ["Server"]
 
@@ -48,10 +44,8 @@ _PASSWORD_MAX = 64 * 1024
 class Server(Listener):
     """Accepts client connections and runs a PostgreSQL session thread for each.
 
-    :param listener: a bound, listening TCP socket (see :func:`warmdb.emulator.listener.bind`).
-    :param upstream_path: the upstream PostgreSQL's Unix socket.
-    :param tls_context: the server-side TLS context.
-    :param verifier: checks the IAM tokens.
+    :param front: the listening socket, the upstream PostgreSQL, TLS, the verifier and the
+        clock (for limits).
     :param limits: the limits to enforce.
     :param engine: the emulated service (:data:`warmdb.emulator.engines.DSQL` by default).
     :param upstream_connections: the most client connections the upstream can hold; beyond
@@ -64,18 +58,14 @@ class Server(Listener):
     :param startup_timeout: seconds a client has from connecting to finishing login.
     :param max_message_size: the largest client message accepted, in bytes.
     :param rng: the random source for simulated conflicts; seeded from the OS by default.
-    :param clock: a monotonic clock for limits; :func:`time.monotonic` by default.
     """
 
     stats: Stats
 
     def __init__(
         self,
+        front: Front,
         *,
-        listener: socket.socket,
-        upstream_path: str,
-        tls_context: ssl.SSLContext,
-        verifier: TokenVerifier,
         limits: Limits,
         engine: Engine = DSQL,
         upstream_connections: int | None = None,
@@ -84,17 +74,8 @@ class Server(Listener):
         startup_timeout: float = 10.0,
         max_message_size: int = 64 * 1024 * 1024,
         rng: random.Random | None = None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(
-            listener=listener,
-            upstream_path=upstream_path,
-            tls_context=tls_context,
-            verifier=verifier,
-            stats=Stats(),
-            clock=clock,
-            name="emulator",
-        )
+        super().__init__(front, stats=Stats(), name="emulator")
         self.limits = limits
         self.engine = engine
         self.max_connections = min(limits.max_connections, upstream_connections or sys.maxsize)
@@ -105,7 +86,7 @@ class Server(Listener):
         self.startup_timeout = startup_timeout
         self.max_message_size = max_message_size
         self.rng = rng or random.Random()  # noqa: S311 - simulated conflicts, not secrets
-        self._bucket = TokenBucket(limits.connection_rate, limits.connection_burst, clock)
+        self._bucket = TokenBucket(limits.connection_rate, limits.connection_burst, self.clock)
         self._keys: dict[tuple[int, int], tuple[int, int]] = {}
 
     def new_session(self, sock: socket.socket, peer: object) -> _Session:

@@ -21,6 +21,7 @@ from warmdb.emulator import upstream
 from warmdb.emulator.engines import get_engine
 from warmdb.emulator.lifecycle import BaseEmulator
 from warmdb.emulator.limits import Limits
+from warmdb.emulator.listener import Front
 from warmdb.emulator.postgres import EmbeddedPostgres
 from warmdb.emulator.server import Server
 from warmdb.emulator.stats import StatsSnapshot
@@ -29,11 +30,7 @@ from warmdb.errors import ConfigurationError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import os
-    import socket
-    import ssl
     from collections.abc import Iterable
-
-    from warmdb.emulator.token_check import TokenVerifier
 
 __all__ = ["Emulator", "random_credentials", "serve"]
 
@@ -202,28 +199,14 @@ class Emulator(BaseEmulator[Server, EmbeddedPostgres, StatsSnapshot]):
         # Owned by the emulator as soon as it exists: a failing start is stopped with it.
         self._upstream = postgres
         postgres.start()
-        upstream.run_sql(self._upstream_path(postgres), SUPERUSER, _CREATE_ADMIN)
+        upstream.run_sql(postgres.socket_path, SUPERUSER, _CREATE_ADMIN)
         return postgres
 
-    @staticmethod
-    def _upstream_path(postgres: EmbeddedPostgres) -> str:
-        return upstream.socket_path(postgres.socket_dir, postgres.port)
-
-    def _new_server(
-        self,
-        *,
-        listener: socket.socket,
-        upstream: EmbeddedPostgres,
-        tls_context: ssl.SSLContext,
-        verifier: TokenVerifier,
-    ) -> Server:
+    def _new_server(self, front: Front) -> Server:
         import random
 
         return Server(
-            listener=listener,
-            upstream_path=self._upstream_path(upstream),
-            tls_context=tls_context,
-            verifier=verifier,
+            front,
             limits=self.limits,
             engine=dataclasses.replace(self.engine, require_sni=self._require_sni),
             upstream_connections=self._upstream_connections,

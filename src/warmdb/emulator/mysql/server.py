@@ -34,7 +34,7 @@ import threading
 import time
 
 from warmdb.emulator.limits import TokenBucket
-from warmdb.emulator.listener import Listener
+from warmdb.emulator.listener import Front, Listener
 from warmdb.emulator.mysql import limits as limits_module
 from warmdb.emulator.mysql import packets, upstream
 from warmdb.emulator.mysql.limits import MySQLLimits, MySQLStats
@@ -44,10 +44,7 @@ from warmdb.emulator.session import Refused, Session
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
-    import ssl
     from collections.abc import Callable
-
-    from warmdb.emulator.token_check import TokenVerifier
 
 __all__ = ["MySQLServer"]
 
@@ -97,43 +94,27 @@ class _ReusedTokens:
 class MySQLServer(Listener):
     """Accepts client connections and runs a MySQL session thread for each.
 
-    :param listener: a bound, listening TCP socket (the caller picks the port first: RDS
-        tokens name it, so the verifier needs it before the first client).
-    :param upstream_path: MariaDB's Unix socket.
+    :param front: the listening socket, MariaDB's Unix socket, TLS, the verifier
+        (``kind="rds"``) and the clock (for the connect ceiling and timeouts).
     :param upstream_greeting: MariaDB's greeting (version, capabilities, charset).
-    :param tls_context: the server-side TLS context.
-    :param verifier: checks the IAM tokens (``kind="rds"``).
     :param limits: the options.
-    :param clock: a monotonic clock for the connect ceiling and timeouts.
     """
 
     stats: MySQLStats
 
     def __init__(
         self,
+        front: Front,
         *,
-        listener: socket.socket,
-        upstream_path: str,
         upstream_greeting: Greeting,
-        tls_context: ssl.SSLContext,
-        verifier: TokenVerifier,
         limits: MySQLLimits,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(
-            listener=listener,
-            upstream_path=upstream_path,
-            tls_context=tls_context,
-            verifier=verifier,
-            stats=MySQLStats(),
-            clock=clock,
-            name="mysql",
-        )
+        super().__init__(front, stats=MySQLStats(), name="mysql")
         self.upstream_greeting = upstream_greeting
         self.limits = limits
         rate = limits.iam_connect_rate
-        self._bucket = TokenBucket(rate, max(1, int(rate)), clock)
-        self._reused = _ReusedTokens(limits.reuse_window, clock)
+        self._bucket = TokenBucket(rate, max(1, int(rate)), self.clock)
+        self._reused = _ReusedTokens(limits.reuse_window, self.clock)
         # What clients may use: what the emulator relays and MariaDB has, plus TLS.
         self.capabilities = (
             upstream_greeting.capabilities & packets.RELAYABLE

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from warmdb.emulator.lifecycle import BaseEmulator
+from warmdb.emulator.listener import Front
 from warmdb.emulator.mysql import upstream
 from warmdb.emulator.mysql.limits import MySQLLimits, MySQLStatsSnapshot
 from warmdb.emulator.mysql.mariadb import EmbeddedMariaDB
@@ -24,12 +25,10 @@ from warmdb.emulator.service import DEFAULT_REGION, random_credentials
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import os
-    import socket
     from collections.abc import Callable, Iterable
 
     from warmdb.auth.credentials import Credentials
     from warmdb.emulator.mysql.packets import Greeting
-    from warmdb.emulator.token_check import TokenVerifier
 
 __all__ = ["MASTER_USER", "MySQLEmulator", "serve"]
 
@@ -98,8 +97,8 @@ class MySQLEmulator(BaseEmulator[MySQLServer, EmbeddedMariaDB, MySQLStatsSnapsho
             credentials=credentials or random_credentials(),
             accept=accept,
             tls_files=tls_files,
+            clock=clock,
         )
-        self._clock = clock
         self._greeting: Greeting | None = None
 
     # The engine's parts -----------------------------------------------------------------
@@ -126,24 +125,9 @@ class MySQLEmulator(BaseEmulator[MySQLServer, EmbeddedMariaDB, MySQLStatsSnapsho
         self._greeting = upstream.probe(mariadb.socket_path)
         return mariadb
 
-    def _new_server(
-        self,
-        *,
-        listener: socket.socket,
-        upstream: EmbeddedMariaDB,
-        tls_context: ssl.SSLContext,
-        verifier: TokenVerifier,
-    ) -> MySQLServer:
+    def _new_server(self, front: Front) -> MySQLServer:
         assert self._greeting is not None
-        return MySQLServer(
-            listener=listener,
-            upstream_path=upstream.socket_path,
-            upstream_greeting=self._greeting,
-            tls_context=tls_context,
-            verifier=verifier,
-            limits=self.limits,
-            clock=self._clock,
-        )
+        return MySQLServer(front, upstream_greeting=self._greeting, limits=self.limits)
 
     # What clients need -------------------------------------------------------------------
 

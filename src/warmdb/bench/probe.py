@@ -38,6 +38,7 @@ examples:
   warmdb probe                                   the embedded emulator, every driver
   warmdb probe --host abc123.dsql.us-east-1.on.aws --json
   warmdb probe --host db.example.com --auth rds --user app --drivers psycopg2
+  warmdb probe --host db.example.com --port 3306 --auth rds --user app --drivers pymysql
 
 docs/bench.md shows how to read the output.
 """

@@ -101,7 +101,7 @@ def add_endpoint_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add = group.add_argument
     add("--host", help="a DSQL endpoint or cluster id, an RDS endpoint, a host name")
-    add("--port", type=int, help="TCP port (default 5432)")
+    add("--port", type=int, help="TCP port (default 5432; 3306 for MySQL drivers)")
     add("--region", help="AWS region (default: from the host name or AWS_REGION)")
     add("--user", help="database user (default admin for DSQL)")
     add("--dbname", help="database (default postgres for DSQL)")

@@ -14,8 +14,9 @@ from warmdb.emulator._lazy import exports
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from warmdb.emulator.lifecycle import random_credentials
     from warmdb.emulator.limits import Limits
-    from warmdb.emulator.service import Emulator, random_credentials, serve
+    from warmdb.emulator.service import Emulator, serve
     from warmdb.emulator.stats import StatsSnapshot
 
 __all__ = ["Emulator", "Limits", "StatsSnapshot", "random_credentials", "serve"]
@@ -26,7 +27,7 @@ __getattr__ = exports(
         "Emulator": "warmdb.emulator.service",
         "Limits": "warmdb.emulator.limits",
         "StatsSnapshot": "warmdb.emulator.stats",
-        "random_credentials": "warmdb.emulator.service",
+        "random_credentials": "warmdb.emulator.lifecycle",
         "serve": "warmdb.emulator.service",
     },
 )

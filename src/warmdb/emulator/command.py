@@ -8,12 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from warmdb.emulator.commandline import (
-    add_endpoint_arguments,
-    credentials_text,
-    endpoint_options,
-    serve,
-)
+from warmdb.emulator import commandline
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -38,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "connections/s, no transaction limits), mysql (RDS MySQL with IAM, on MariaDB; "
         "see docs/emulator-mysql.md)",
     )
-    add_endpoint_arguments(
+    commandline.add_endpoint_arguments(
         parser,
         hostname_help="the endpoint's host name (default local.dsql.REGION.on.aws); tokens for "
         "it, localhost, loopback addresses and names resolving to loopback are accepted",
@@ -147,7 +142,7 @@ def build(args: argparse.Namespace) -> Emulator:
 
     if args.credentials == "env" and args.session_token:
         raise ConfigurationError("--session-token issues random credentials: not with env")
-    endpoint = endpoint_options(args, temporary=args.session_token)
+    endpoint = commandline.endpoint_options(args, temporary=args.session_token)
     engine = get_engine(args.engine)
     # Options not given keep the engine's defaults.
     given = {
@@ -168,19 +163,19 @@ def build(args: argparse.Namespace) -> Emulator:
     if args.postgres_compatible:
         given["sql_checks"] = False
     limits = dataclasses.replace(engine.limits, **given)
-    return Emulator(
-        engine=engine.name,
-        **endpoint,
-        limits=limits,
-        occ_conflict_rate=args.occ_conflict_rate,
-        upstream_connections=args.upstream_connections,
-        idle_client_timeout=args.idle_client_timeout,
-        require_sni=args.require_sni,
-        data_dir=args.data_dir,
-        seed=args.seed,
-    )
+    # The engine's own options pass through under the emulator's keyword names.
+    options = {name: getattr(args, name) for name in _EMULATOR_OPTIONS}
+    return Emulator(engine=engine.name, **endpoint, limits=limits, **options)
 
 
+_EMULATOR_OPTIONS = (
+    "occ_conflict_rate",
+    "upstream_connections",
+    "idle_client_timeout",
+    "require_sni",
+    "data_dir",
+    "seed",
+)
 # The MySQL engine's own options, and what they default to when not given.
 _MYSQL_DEFAULTS = {"max_connections": 151, "wait_timeout": 28_800, "iam_connect_rate": 200.0}
 # Options of the PostgreSQL engines only, with their defaults: given with --engine mysql,
@@ -240,11 +235,11 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             flag = "--" + name.replace("_", "-")
             raise ConfigurationError(f"{flag} applies to --engine mysql only")
-    return serve(args, build(args), banner=_banner, title="warmdb emulate")
+    return commandline.serve(args, build(args), banner=_banner, title="warmdb emulate")
 
 
 def _banner(emulator: Emulator, show_secret: bool) -> str:
-    credentials = credentials_text(emulator.credentials, show_secret=show_secret)
+    credentials = commandline.credentials_text(emulator.credentials, show_secret=show_secret)
     if show_secret:
         credentials += " (or --credentials env / your own AWS environment keys)"
     host, port, ca = emulator.hostname, emulator.port, emulator.ca_path

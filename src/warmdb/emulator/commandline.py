@@ -55,7 +55,7 @@ def endpoint_options(args: argparse.Namespace, *, temporary: bool = False) -> di
         ``--credentials env`` without them in the environment.
     """
     from warmdb.auth.credentials import from_environment
-    from warmdb.emulator.service import random_credentials
+    from warmdb.emulator.lifecycle import random_credentials
     from warmdb.errors import ConfigurationError
 
     if (args.tls_cert is None) != (args.tls_key is None):

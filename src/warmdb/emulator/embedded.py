@@ -10,6 +10,7 @@ options and how it says it is ready.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import time
@@ -75,6 +76,17 @@ class EmbeddedServer:
     def _run_as_server(self, args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
         """Start *args* as the server account, set to die with this process."""
         return spawner.popen(args, account=self._account, **kwargs)
+
+    def _launch(self, args: list[str]) -> None:
+        """Start the server itself: in a session of its own (a terminal's Ctrl-C is the
+        owner's to handle), its output appended to :attr:`log_path`."""
+        with open(self.log_path, "ab") as log:
+            if self._account is not None:
+                # The server's own account may reopen it by name (MariaDB's --log-error).
+                os.fchown(log.fileno(), *self._account)
+            self._process = self._run_as_server(
+                args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     def _exited_message(self) -> str:
         """Why the server exited at start, for the error: where to look by default."""

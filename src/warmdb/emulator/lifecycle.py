@@ -10,15 +10,19 @@ front end and their connection parameters.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
+import secrets
 import shutil
 import ssl
+import string
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from warmdb.auth.credentials import Credentials
 from warmdb.auth.tokens import TokenSpec, sign_token
 from warmdb.emulator import tls
 from warmdb.emulator.embedded import EmbeddedServer
@@ -32,9 +36,10 @@ if TYPE_CHECKING:
     import socket
     from collections.abc import Callable, Iterable
 
-    from warmdb.auth.credentials import Credentials
+__all__ = ["DEFAULT_REGION", "BaseEmulator", "random_credentials"]
 
-__all__ = ["BaseEmulator"]
+#: The region tokens must name unless told otherwise.
+DEFAULT_REGION = "us-east-1"
 
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
 
@@ -42,6 +47,23 @@ ServerT = TypeVar("ServerT", bound=Listener)
 UpstreamT = TypeVar("UpstreamT", bound=EmbeddedServer)
 SnapshotT = TypeVar("SnapshotT")
 _EmulatorT = TypeVar("_EmulatorT", bound="BaseEmulator[Any, Any, Any]")
+
+
+def random_credentials(*, temporary: bool = False) -> Credentials:
+    """A fresh access key id and secret key, shaped like AWS's (``AKIA`` + 16, 40 chars).
+
+    :param temporary: issue temporary credentials instead, as Lambda gives a function: an
+        ``ASIA`` key id and a session token (random base64, about as long as STS's), which
+        every token must then carry.
+    """
+    upper = string.ascii_uppercase + string.digits
+    prefix = "ASIA" if temporary else "AKIA"
+    access_key = prefix + "".join(secrets.choice(upper) for _ in range(16))
+    secret_key = "".join(
+        secrets.choice(string.ascii_letters + string.digits + "+/") for _ in range(40)
+    )
+    session_token = base64.b64encode(secrets.token_bytes(600)).decode() if temporary else None
+    return Credentials(access_key, secret_key, session_token)
 
 
 def _check_region(region: str) -> None:

@@ -324,10 +324,7 @@ class EmbeddedPostgres(EmbeddedServer):
         args = [str(self.bin_dir / "postgres"), "-D", str(self.data_dir)]
         for name, value in settings.items():
             args += ["-c", f"{name}={value}"]
-        with open(self.log_path, "ab") as log:
-            self._process = self._run_as_server(
-                args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+        self._launch(args)
         try:
             self._wait_ready()
         except BaseException:

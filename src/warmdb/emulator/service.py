@@ -9,17 +9,13 @@
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import secrets
-import string
 from pathlib import Path
 from typing import Any
 
-from warmdb.auth.credentials import Credentials
 from warmdb.emulator import upstream
 from warmdb.emulator.engines import get_engine
-from warmdb.emulator.lifecycle import BaseEmulator
+from warmdb.emulator.lifecycle import DEFAULT_REGION, BaseEmulator, random_credentials
 from warmdb.emulator.limits import Limits
 from warmdb.emulator.listener import Front
 from warmdb.emulator.postgres import EmbeddedPostgres
@@ -32,9 +28,10 @@ if TYPE_CHECKING:
     import os
     from collections.abc import Iterable
 
+    from warmdb.auth.credentials import Credentials
+
 __all__ = ["Emulator", "random_credentials", "serve"]
 
-DEFAULT_REGION = "us-east-1"
 SUPERUSER = "postgres"
 #: Client connections the upstream is sized for by default (see docs/emulator.md for the
 #: memory each one costs).
@@ -50,23 +47,6 @@ DO $$BEGIN
   END IF;
 END$$;
 """
-
-
-def random_credentials(*, temporary: bool = False) -> Credentials:
-    """A fresh access key id and secret key, shaped like AWS's (``AKIA`` + 16, 40 chars).
-
-    :param temporary: issue temporary credentials instead, as Lambda gives a function: an
-        ``ASIA`` key id and a session token (random base64, about as long as STS's), which
-        every token must then carry.
-    """
-    upper = string.ascii_uppercase + string.digits
-    prefix = "ASIA" if temporary else "AKIA"
-    access_key = prefix + "".join(secrets.choice(upper) for _ in range(16))
-    secret_key = "".join(
-        secrets.choice(string.ascii_letters + string.digits + "+/") for _ in range(40)
-    )
-    session_token = base64.b64encode(secrets.token_bytes(600)).decode() if temporary else None
-    return Credentials(access_key, secret_key, session_token)
 
 
 def _check_data_dir(path: Path) -> None:

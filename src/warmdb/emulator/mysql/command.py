@@ -8,12 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from warmdb.emulator.commandline import (
-    add_endpoint_arguments,
-    credentials_text,
-    endpoint_options,
-    serve,
-)
+from warmdb.emulator import commandline
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -36,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "mysql_clear_password plugin. Stop with Ctrl-C; statistics are printed on exit."
     )
     add = parser.add_argument
-    add_endpoint_arguments(
+    commandline.add_endpoint_arguments(
         parser,
         hostname_help="the endpoint's host name (default "
         "local.emulator.REGION.rds.amazonaws.com); tokens for it, localhost, loopback "
@@ -79,7 +74,7 @@ def build(args: argparse.Namespace) -> MySQLEmulator:
     from warmdb.emulator.mysql.limits import MySQLLimits
     from warmdb.emulator.mysql.service import MySQLEmulator
 
-    endpoint = endpoint_options(args)
+    endpoint = commandline.endpoint_options(args)
     limits = MySQLLimits(
         idle_client_timeout=args.idle_client_timeout,
         wait_timeout=args.wait_timeout,
@@ -94,11 +89,13 @@ def run(args: argparse.Namespace) -> int:
 
     :raises ConfigurationError: bad options, before anything starts.
     """
-    return serve(args, build(args), banner=_banner, title="warmdb emulate --engine mysql")
+    return commandline.serve(
+        args, build(args), banner=_banner, title="warmdb emulate --engine mysql"
+    )
 
 
 def _banner(emulator: MySQLEmulator, show_secret: bool) -> str:
-    credentials = credentials_text(emulator.credentials, show_secret=show_secret)
+    credentials = commandline.credentials_text(emulator.credentials, show_secret=show_secret)
     host, port, ca = emulator.hostname, emulator.port, emulator.ca_path
     limits = emulator.limits
     idle = "none" if limits.idle_client_timeout is None else f"{limits.idle_client_timeout:g} s"

@@ -275,12 +275,7 @@ class EmbeddedMariaDB(EmbeddedServer):
                 "--innodb-buffer-pool-dump-at-shutdown=0",
                 *(f"--{name.replace('_', '-')}={value}" for name, value in self._settings.items()),
             ]
-            self._process = self._run_as_server(
-                args,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+            self._launch(args)
             self._wait_ready()
         except BaseException:
             self.stop()

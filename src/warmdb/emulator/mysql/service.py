@@ -14,13 +14,12 @@ import ssl
 import time
 from typing import Any
 
-from warmdb.emulator.lifecycle import BaseEmulator
+from warmdb.emulator.lifecycle import DEFAULT_REGION, BaseEmulator, random_credentials
 from warmdb.emulator.listener import Front
 from warmdb.emulator.mysql import upstream
 from warmdb.emulator.mysql.limits import MySQLLimits, MySQLStatsSnapshot
 from warmdb.emulator.mysql.mariadb import EmbeddedMariaDB
 from warmdb.emulator.mysql.server import MySQLServer
-from warmdb.emulator.service import DEFAULT_REGION, random_credentials
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import threading
 
 from warmdb._log import get_logger
+from warmdb._record import Record
 
 __all__ = [
     "ConflictRetryEvent",
@@ -42,7 +43,7 @@ __all__ = [
 logger = get_logger("warmdb.events")
 
 
-class ConnectEvent:
+class ConnectEvent(Record):
     """A connection was opened.
 
     :ivar driver: the driver module's name (``"psycopg"``, ``"asyncpg"``...).
@@ -55,46 +56,19 @@ class ConnectEvent:
     :ivar waited_seconds: time spent waiting: the rate governor and retry backoff.
     """
 
-    __slots__ = (
-        "attempts",
-        "connect_seconds",
-        "driver",
-        "host",
-        "port",
-        "seconds",
-        "user",
-        "waited_seconds",
-    )
+    _shown = "driver={driver!r}, host={host!r}, attempts={attempts}, seconds={seconds:.6f}"
 
-    def __init__(
-        self,
-        *,
-        driver: str,
-        host: str,
-        port: int,
-        user: str | None,
-        attempts: int,
-        seconds: float,
-        connect_seconds: float,
-        waited_seconds: float,
-    ) -> None:
-        self.driver = driver
-        self.host = host
-        self.port = port
-        self.user = user
-        self.attempts = attempts
-        self.seconds = seconds
-        self.connect_seconds = connect_seconds
-        self.waited_seconds = waited_seconds
-
-    def __repr__(self) -> str:
-        return (
-            f"ConnectEvent(driver={self.driver!r}, host={self.host!r}, attempts={self.attempts}, "
-            f"seconds={self.seconds:.6f})"
-        )
+    driver: str
+    host: str
+    port: int
+    user: str | None
+    attempts: int
+    seconds: float
+    connect_seconds: float
+    waited_seconds: float
 
 
-class RetryEvent:
+class RetryEvent(Record):
     """A connect attempt failed and will be retried.
 
     :ivar driver: the driver module's name.
@@ -106,35 +80,20 @@ class RetryEvent:
     :ivar delay: seconds to wait before the next attempt.
     """
 
-    __slots__ = ("attempt", "delay", "driver", "host", "port", "reason", "sqlstate")
+    _shown = (
+        "driver={driver!r}, host={host!r}, attempt={attempt}, reason={reason!r}, delay={delay:.3f}"
+    )
 
-    def __init__(
-        self,
-        *,
-        driver: str,
-        host: str,
-        port: int,
-        attempt: int,
-        reason: str,
-        sqlstate: str | None,
-        delay: float,
-    ) -> None:
-        self.driver = driver
-        self.host = host
-        self.port = port
-        self.attempt = attempt
-        self.reason = reason
-        self.sqlstate = sqlstate
-        self.delay = delay
-
-    def __repr__(self) -> str:
-        return (
-            f"RetryEvent(driver={self.driver!r}, host={self.host!r}, attempt={self.attempt}, "
-            f"reason={self.reason!r}, delay={self.delay:.3f})"
-        )
+    driver: str
+    host: str
+    port: int
+    attempt: int
+    reason: str
+    sqlstate: str | None
+    delay: float
 
 
-class RecycleEvent:
+class RecycleEvent(Record):
     """A kept or pooled connection was closed and will be replaced.
 
     :ivar driver: the driver module's name.
@@ -148,26 +107,17 @@ class RecycleEvent:
     :ivar idle: seconds since it was last handed back.
     """
 
-    __slots__ = ("age", "driver", "host", "idle", "port", "reason")
+    _shown = "driver={driver!r}, host={host!r}, reason={reason!r}, age={age:.3f}, idle={idle:.3f}"
 
-    def __init__(
-        self, *, driver: str, host: str, port: int, reason: str, age: float, idle: float
-    ) -> None:
-        self.driver = driver
-        self.host = host
-        self.port = port
-        self.reason = reason
-        self.age = age
-        self.idle = idle
-
-    def __repr__(self) -> str:
-        return (
-            f"RecycleEvent(driver={self.driver!r}, host={self.host!r}, reason={self.reason!r}, "
-            f"age={self.age:.3f}, idle={self.idle:.3f})"
-        )
+    driver: str
+    host: str
+    port: int
+    reason: str
+    age: float
+    idle: float
 
 
-class ConflictRetryEvent:
+class ConflictRetryEvent(Record):
     """A transaction lost a concurrency conflict and will run again
     (:func:`warmdb.transactions.run_transaction`, ``write_batches``).
 
@@ -178,18 +128,11 @@ class ConflictRetryEvent:
         was sent, and the next attempt runs on a new one.
     """
 
-    __slots__ = ("attempt", "code", "delay")
+    _shown = "attempt={attempt}, delay={delay:.4f}, code={code!r}"
 
-    def __init__(self, *, attempt: int, delay: float, code: str) -> None:
-        self.attempt = attempt
-        self.delay = delay
-        self.code = code
-
-    def __repr__(self) -> str:
-        return (
-            f"ConflictRetryEvent(attempt={self.attempt}, delay={self.delay:.4f}, "
-            f"code={self.code!r})"
-        )
+    attempt: int
+    delay: float
+    code: str
 
 
 class Listener:

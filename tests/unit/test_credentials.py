@@ -63,6 +63,38 @@ def test_custom_provider_is_tried_first(aws_credentials):
     assert Provider.calls == 1
 
 
+def test_a_failing_provider_is_named_by_type_only_on_load_and_refresh(aws_credentials):
+    from botocore.credentials import CredentialProvider
+
+    secret = "secret-in-the-message"
+
+    class Failing(CredentialProvider):
+        METHOD = CANONICAL_NAME = "failing-test"
+
+        def load(self):
+            raise RuntimeError(secret)
+
+    with pytest.raises(CredentialsError) as loading:
+        credentials_source(custom_provider=Failing())()
+    assert str(loading.value) == "the credentials provider raised RuntimeError while loading"
+    assert secret in str(loading.value.__cause__)
+
+    class Refreshed:
+        def get_frozen_credentials(self):
+            raise KeyError(secret)
+
+    class Expiring(CredentialProvider):
+        METHOD = CANONICAL_NAME = "expiring-test"
+
+        def load(self):
+            return Refreshed()
+
+    with pytest.raises(CredentialsError) as refreshing:
+        credentials_source(custom_provider=Expiring())()
+    assert str(refreshing.value) == "the credentials provider raised KeyError while refreshing"
+    assert isinstance(refreshing.value.__cause__, KeyError)
+
+
 def test_missing_credentials_is_a_clear_error():
     with pytest.raises(CredentialsError, match="no AWS credentials found"):
         credentials_source()()

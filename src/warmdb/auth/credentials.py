@@ -25,6 +25,9 @@ from warmdb.errors import CredentialsError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
 
 __all__ = ["Credentials", "credentials_source"]
 
@@ -96,7 +99,8 @@ class BotocoreCredentials:
         self._profile = profile
         self._custom_provider = custom_provider
         self._lock = threading.Lock()
-        self._resolved: object | None = None
+        # botocore's Credentials (refreshable or not), loaded on the first call
+        self._resolved: Any = None
 
     def _load(self) -> object:
         try:
@@ -107,23 +111,15 @@ class BotocoreCredentials:
                 "AWS_SECRET_ACCESS_KEY) and botocore is not installed to find others: set them, "
                 "or install warmdb[aws] for profiles, SSO, container and instance credentials"
             ) from None
-        from botocore.exceptions import BotoCoreError
 
-        try:
+        def resolve() -> object:
             session = botocore.session.Session(profile=self._profile)
             if self._custom_provider is not None:
                 resolver = session.get_component("credential_provider")
                 resolver.insert_before("env", self._custom_provider)
-            credentials = session.get_credentials()
-        except BotoCoreError as exc:
-            # botocore's messages name profiles and files, never secret values.
-            raise CredentialsError(f"could not load AWS credentials: {exc}") from exc
-        except Exception as exc:
-            # A custom provider's own failure: its text may hold anything, so only its type
-            # is named; the exception itself stays reachable as the cause.
-            raise CredentialsError(
-                f"the credentials provider raised {type(exc).__name__} while loading"
-            ) from exc
+            return session.get_credentials()
+
+        credentials = _translated(resolve, "load")
         if credentials is None:
             where = f"profile {self._profile!r}" if self._profile else "botocore's default chain"
             raise CredentialsError(
@@ -137,19 +133,30 @@ class BotocoreCredentials:
             if self._resolved is None:
                 self._resolved = self._load()
             resolved = self._resolved
-        from botocore.exceptions import BotoCoreError
-
-        try:
-            frozen = resolved.get_frozen_credentials()  # type: ignore[attr-defined]
-        except BotoCoreError as exc:
-            raise CredentialsError(f"could not refresh AWS credentials: {exc}") from exc
-        except Exception as exc:
-            raise CredentialsError(
-                f"the credentials provider raised {type(exc).__name__} while refreshing"
-            ) from exc
+        frozen = _translated(resolved.get_frozen_credentials, "refresh")
         if not isinstance(frozen.access_key, str) or not isinstance(frozen.secret_key, str):
             raise CredentialsError("the credentials provider returned no access key or secret")
         return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
+
+
+def _translated(call: Callable[[], T], verb: str) -> T:
+    """``call()``, its failures raised as :class:`CredentialsError` (``from`` the original).
+
+    :param verb: what *call* does to the credentials, for the message (``"load"``).
+    """
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        return call()
+    except BotoCoreError as exc:
+        # botocore's messages name profiles and files, never secret values.
+        raise CredentialsError(f"could not {verb} AWS credentials: {exc}") from exc
+    except Exception as exc:
+        # A custom provider's own failure: its text may hold anything, so only its type is
+        # named; the exception itself stays reachable as the cause.
+        raise CredentialsError(
+            f"the credentials provider raised {type(exc).__name__} while {verb}ing"
+        ) from exc
 
 
 _botocore_sources: dict[tuple[str | None, int], BotocoreCredentials] = {}

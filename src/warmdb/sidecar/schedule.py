@@ -14,6 +14,7 @@ fifteen minutes, so there the churn remains, and the plan says so.
 
 from __future__ import annotations
 
+from warmdb._record import Record
 from warmdb.auth.tokens import MAX_TOKEN_DURATION, RDS_TOKEN_DURATION
 from warmdb.errors import ConfigurationError
 
@@ -31,26 +32,19 @@ DSQL_TOKEN_DURATION_CHURN = 6 * 3600
 REFRESH_SHARE = 2 / 3
 
 
-class RefreshPlan:
-    """How long tokens last and how often a new one is written. Immutable.
+class RefreshPlan(Record):
+    """How long tokens last and how often a new one is written.
 
     :ivar token_duration: the lifetime signed into each token (``X-Amz-Expires``), seconds.
     :ivar refresh_interval: seconds between refreshes, already divided by the time scale.
     :ivar note: why this plan, for the log when it has a cost (TLS churn), else ``None``.
     """
 
-    __slots__ = ("note", "refresh_interval", "token_duration")
+    _shown = "token_duration={token_duration}, refresh_interval={refresh_interval!r}"
 
-    def __init__(self, token_duration: int, refresh_interval: float, note: str | None) -> None:
-        self.token_duration = token_duration
-        self.refresh_interval = refresh_interval
-        self.note = note
-
-    def __repr__(self) -> str:
-        return (
-            f"RefreshPlan(token_duration={self.token_duration}, "
-            f"refresh_interval={self.refresh_interval!r})"
-        )
+    token_duration: int
+    refresh_interval: float
+    note: str | None
 
 
 def plan_refresh(
@@ -100,7 +94,9 @@ def plan_refresh(
             )
     else:
         raise ConfigurationError(f"auth={kind!r} must be 'dsql' or 'rds' for the sidecar")
-    return RefreshPlan(duration, duration * REFRESH_SHARE / time_scale, note)
+    return RefreshPlan(
+        token_duration=duration, refresh_interval=duration * REFRESH_SHARE / time_scale, note=note
+    )
 
 
 def restart_delay(failures: int, *, base: float = 0.1, cap: float = 10.0) -> float:

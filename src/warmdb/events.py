@@ -27,6 +27,10 @@ import threading
 from warmdb._log import get_logger
 from warmdb._record import Record
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 __all__ = [
     "ConflictRetryEvent",
     "ConnectEvent",
@@ -192,23 +196,27 @@ def _count(*keys: str) -> None:
 
 def emit_connect(event: ConnectEvent) -> None:
     """Count and deliver a :class:`ConnectEvent`."""
-    _count("connects")
-    logger.debug(
+    _emit(
+        event,
+        "on_connect",
+        ("connects",),
+        logger.debug,
         "connected to %s:%s in %.1f ms (%d attempt(s))",
         event.host,
         event.port,
         event.seconds * 1000,
         event.attempts,
     )
-    for listener in _listeners:
-        _deliver(listener.on_connect, event)
 
 
 def emit_retry(event: RetryEvent) -> None:
     """Count, log and deliver a :class:`RetryEvent`."""
-    _count("retries", f"retries.{event.reason}")
     # INFO, not WARNING: retrying is the expected way through a burst.
-    logger.info(
+    _emit(
+        event,
+        "on_retry",
+        ("retries", f"retries.{event.reason}"),
+        logger.info,
         "connect to %s:%s failed (%s%s), attempt %d; retrying in %.3f s",
         event.host,
         event.port,
@@ -217,14 +225,15 @@ def emit_retry(event: RetryEvent) -> None:
         event.attempt,
         event.delay,
     )
-    for listener in _listeners:
-        _deliver(listener.on_retry, event)
 
 
 def emit_recycle(event: RecycleEvent) -> None:
     """Count, log and deliver a :class:`RecycleEvent`."""
-    _count("recycles", f"recycles.{event.reason}")
-    logger.debug(
+    _emit(
+        event,
+        "on_recycle",
+        ("recycles", f"recycles.{event.reason}"),
+        logger.debug,
         "replacing a connection to %s:%s (%s, age %.1f s, idle %.1f s)",
         event.host,
         event.port,
@@ -232,24 +241,40 @@ def emit_recycle(event: RecycleEvent) -> None:
         event.age,
         event.idle,
     )
-    for listener in _listeners:
-        _deliver(listener.on_recycle, event)
 
 
 def emit_conflict_retry(event: ConflictRetryEvent) -> None:
     """Count, log and deliver a :class:`ConflictRetryEvent`."""
-    _count("conflict_retries", f"conflict_retries.{event.code}")
-    logger.debug(
+    _emit(
+        event,
+        "on_conflict_retry",
+        ("conflict_retries", f"conflict_retries.{event.code}"),
+        logger.debug,
         "transaction conflict %s on attempt %d; running it again in %.4f s",
         event.code,
         event.attempt,
         event.delay,
     )
+
+
+def _emit(
+    event: Record,
+    method: str,
+    keys: tuple[str, ...],
+    log: Callable[..., None],
+    message: str,
+    *args: object,
+) -> None:
+    """Count *event* under *keys*, log *message* % *args*, deliver it to every listener's
+    *method*."""
+    _count(*keys)
+    log(message, *args)
     for listener in _listeners:
-        # getattr: listeners written before this event need not define the method.
-        method = getattr(listener, "on_conflict_retry", None)
-        if method is not None:
-            _deliver(method, event)
+        # getattr: a listener need not define every method (one written before
+        # on_conflict_retry existed, or one that is not a Listener subclass).
+        deliver = getattr(listener, method, None)
+        if deliver is not None:
+            _deliver(deliver, event)
 
 
 def _deliver(method: object, event: object) -> None:

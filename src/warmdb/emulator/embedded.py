@@ -21,7 +21,6 @@ from warmdb.errors import WarmdbError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from pathlib import Path
 
 __all__ = ["EmbeddedServer"]
@@ -34,12 +33,14 @@ class EmbeddedServer:
     :meth:`stop`.
 
     Subclasses set :attr:`name` (the program, for messages), :attr:`stop_signal` (its clean
-    shutdown), ``start_timeout``, ``_account`` (from
+    shutdown), :meth:`_is_ready`, ``start_timeout``, ``_account`` (from
     :func:`warmdb._processes.unprivileged_account`), :attr:`log_path` and :attr:`socket_path`.
     """
 
     name = "server"
     stop_signal = signal.SIGTERM
+    #: Seconds between readiness checks at start.
+    ready_interval = 0.02
     start_timeout: float
     _account: tuple[int, int] | None
     _process: subprocess.Popen[bytes] | None = None
@@ -78,22 +79,35 @@ class EmbeddedServer:
         return spawner.popen(args, account=self._account, **kwargs)
 
     def _launch(self, args: list[str]) -> None:
-        """Start the server itself: in a session of its own (a terminal's Ctrl-C is the
-        owner's to handle), its output appended to :attr:`log_path`."""
-        with open(self.log_path, "ab") as log:
-            if self._account is not None:
-                # The server's own account may reopen it by name (MariaDB's --log-error).
-                os.fchown(log.fileno(), *self._account)
-            self._process = self._run_as_server(
-                args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+        """Start the server itself and return once :meth:`_is_ready`; stop it (and clean up)
+        if it fails.
+
+        It runs in a session of its own (a terminal's Ctrl-C is the owner's to handle), its
+        output appended to :attr:`log_path`.
+        """
+        try:
+            with open(self.log_path, "ab") as log:
+                if self._account is not None:
+                    # The server's own account may reopen it by name (MariaDB's --log-error).
+                    os.fchown(log.fileno(), *self._account)
+                self._process = self._run_as_server(
+                    args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            self._await_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _is_ready(self) -> bool:
+        """Whether the server accepts connections now (an ``OSError`` counts as not yet)."""
+        raise NotImplementedError
 
     def _exited_message(self) -> str:
         """Why the server exited at start, for the error: where to look by default."""
         return f"{self.name} exited at start; see {self.log_path}"
 
-    def _await_ready(self, is_ready: Callable[[], bool], *, interval: float) -> None:
-        """Poll *is_ready* (an ``OSError`` counts as not yet) every *interval* seconds.
+    def _await_ready(self) -> None:
+        """Poll :meth:`_is_ready` every :attr:`ready_interval` seconds.
 
         :raises WarmdbError: the server exited, or was not ready within ``start_timeout``.
         """
@@ -103,9 +117,9 @@ class EmbeddedServer:
             if self._process.poll() is not None:
                 raise WarmdbError(self._exited_message())
             with contextlib.suppress(OSError):
-                if is_ready():
+                if self._is_ready():
                     return
-            time.sleep(interval)
+            time.sleep(self.ready_interval)
         raise WarmdbError(
             f"{self.name} did not start within {self.start_timeout} s; see {self.log_path}"
         )

@@ -325,23 +325,13 @@ class EmbeddedPostgres(EmbeddedServer):
         for name, value in settings.items():
             args += ["-c", f"{name}={value}"]
         self._launch(args)
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
         return self
 
-    def _wait_ready(self) -> None:
-        pid_file = self.data_dir / "postmaster.pid"
-
-        def is_ready() -> bool:
-            # Line 8 of postmaster.pid is the postmaster's status; "ready" once it accepts
-            # connections.
-            lines = pid_file.read_text().splitlines()
-            return len(lines) >= 8 and lines[7].strip() == "ready"
-
-        self._await_ready(is_ready, interval=0.02)
+    def _is_ready(self) -> bool:
+        # Line 8 of postmaster.pid is the postmaster's status; "ready" once it accepts
+        # connections.
+        lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+        return len(lines) >= 8 and lines[7].strip() == "ready"
 
     def stop(self) -> None:
         """Stop the server (fast shutdown) and remove a temporary data directory."""

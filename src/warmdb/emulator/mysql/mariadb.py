@@ -133,6 +133,7 @@ class EmbeddedMariaDB(EmbeddedServer):
 
     # SIGTERM (the default stop signal) is MariaDB's normal shutdown.
     name = "mariadbd"
+    ready_interval = 0.01
 
     def __init__(
         self, *, settings: dict[str, str] | None = None, start_timeout: float = 30.0
@@ -264,33 +265,29 @@ class EmbeddedMariaDB(EmbeddedServer):
         self._base = self._make_base("warmdb-mariadb-")
         try:
             self._populate(self._base)
-            args = [
-                str(self.server_path),
-                *self._options(self._base),
-                "--skip-networking",
-                f"--socket={self.socket_path}",
-                f"--pid-file={self._base / 'mariadbd.pid'}",
-                f"--log-error={self.log_path}",
-                "--innodb-buffer-pool-load-at-startup=0",
-                "--innodb-buffer-pool-dump-at-shutdown=0",
-                *(f"--{name.replace('_', '-')}={value}" for name, value in self._settings.items()),
-            ]
-            self._launch(args)
-            self._wait_ready()
         except BaseException:
             self.stop()
             raise
+        args = [
+            str(self.server_path),
+            *self._options(self._base),
+            "--skip-networking",
+            f"--socket={self.socket_path}",
+            f"--pid-file={self._base / 'mariadbd.pid'}",
+            f"--log-error={self.log_path}",
+            "--innodb-buffer-pool-load-at-startup=0",
+            "--innodb-buffer-pool-dump-at-shutdown=0",
+            *(f"--{name.replace('_', '-')}={value}" for name, value in self._settings.items()),
+        ]
+        self._launch(args)
         return self
 
-    def _wait_ready(self) -> None:
-        def is_ready() -> bool:
-            with socket.socket(socket.AF_UNIX) as sock:
-                sock.settimeout(1.0)
-                sock.connect(self.socket_path)
-                # The greeting comes once the server is ready to authenticate.
-                return bool(sock.recv(1))
-
-        self._await_ready(is_ready, interval=0.01)
+    def _is_ready(self) -> bool:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(1.0)
+            sock.connect(self.socket_path)
+            # The greeting comes once the server is ready to authenticate.
+            return bool(sock.recv(1))
 
     def _exited_message(self) -> str:
         # The directory, log included, is removed on failure: its last lines go in the error.

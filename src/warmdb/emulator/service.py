@@ -17,7 +17,6 @@ from warmdb.emulator import upstream
 from warmdb.emulator.engines import get_engine
 from warmdb.emulator.lifecycle import DEFAULT_REGION, BaseEmulator, random_credentials
 from warmdb.emulator.limits import Limits
-from warmdb.emulator.listener import Front
 from warmdb.emulator.postgres import EmbeddedPostgres
 from warmdb.emulator.server import Server
 from warmdb.emulator.stats import StatsSnapshot
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from warmdb.auth.credentials import Credentials
+    from warmdb.emulator.listener import Front
 
 __all__ = ["Emulator", "random_credentials", "serve"]
 

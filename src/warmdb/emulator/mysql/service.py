@@ -15,7 +15,6 @@ import time
 from typing import Any
 
 from warmdb.emulator.lifecycle import DEFAULT_REGION, BaseEmulator, random_credentials
-from warmdb.emulator.listener import Front
 from warmdb.emulator.mysql import upstream
 from warmdb.emulator.mysql.limits import MySQLLimits, MySQLStatsSnapshot
 from warmdb.emulator.mysql.mariadb import EmbeddedMariaDB
@@ -27,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
     from warmdb.auth.credentials import Credentials
+    from warmdb.emulator.listener import Front
     from warmdb.emulator.mysql.packets import Greeting
 
 __all__ = ["MASTER_USER", "MySQLEmulator", "serve"]

@@ -30,7 +30,7 @@ from warmdb.auth.credentials import credentials_source
 from warmdb.auth.tokens import TOKEN_CACHE, TokenSpec
 from warmdb.endpoint import FAMILIES, resolve
 from warmdb.errors import AuthenticationError, ConfigurationError, ConnectError, CredentialsError
-from warmdb.governor import current_governor
+from warmdb.governor import current_governor, endpoint_governor
 from warmdb.policy import Policy, policy_for
 from warmdb.retry import AUTH, REFUSED, Backoff
 
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
     from warmdb.auth.credentials import Credentials
     from warmdb.endpoint import Endpoint
+    from warmdb.governor import RateGovernor
 
 __all__ = [
     "Attempts",
@@ -77,6 +78,7 @@ class ConnectPlan:
         "adapter",
         "driver_kwargs",
         "endpoint",
+        "governor",
         "policy",
         "via_sidecar",
     )
@@ -85,6 +87,8 @@ class ConnectPlan:
     endpoint: Endpoint
     driver_kwargs: dict[str, object]
     policy: Policy
+    #: the per-endpoint bucket of the policy's ``connect_rate``, or ``None``
+    governor: RateGovernor | None
     #: whether ``WARMDB_SIDECAR`` redirected the plan to a sidecar
     via_sidecar: bool
 
@@ -128,6 +132,10 @@ class ConnectPlan:
         self.endpoint = endpoint
         self.driver_kwargs = driver_kwargs
         self.policy = policy if policy is not None else policy_for(endpoint.auth)
+        rate = self.policy.connect_rate
+        self.governor = (
+            None if rate is None else endpoint_governor(endpoint.host, endpoint.port, rate)
+        )
         self._password = password
         if custom_credentials_provider is not None and not endpoint.uses_token:
             raise ConfigurationError(
@@ -135,23 +143,14 @@ class ConnectPlan:
                 f"(host {endpoint.host!r} resolved to auth='password')"
             )
         if endpoint.uses_token:
-            # resolve() guarantees both in the token modes.
-            assert endpoint.user is not None
-            assert endpoint.region is not None
-            self._spec: TokenSpec | None = TokenSpec(
-                kind=endpoint.auth,
-                host=endpoint.host,
-                port=endpoint.port,
-                region=endpoint.region,
-                user=endpoint.user,
-                expires_in=endpoint.token_duration,
-            )
+            self._spec: TokenSpec | None = endpoint.token_spec()
             self._credentials: Callable[[], Credentials] | None = credentials_source(
                 profile=endpoint.profile, custom_provider=custom_credentials_provider
             )
         else:
             self._spec = None
             self._credentials = None
+        adapter.check_plan(self)
 
     def password(self) -> str | None:
         """Return the password for one connect attempt.
@@ -378,7 +377,8 @@ def open_connection(
 ) -> Any:
     """Open one connection for *plan* with its sync adapter, retrying as its policy says.
 
-    Each attempt first takes a token from the process-wide rate governor, if one is set, then
+    Each attempt first takes a token from the process-wide rate governor and the policy's
+    per-endpoint one, when they are set, then
     a password (a fresh enough token), then calls the driver's connect.
 
     :raises ConnectError: the last attempt's error, when the policy gives up.
@@ -403,9 +403,9 @@ def _open_steps(
     adapter = plan.adapter
     attempts = Attempts(plan, clock())
     while True:
-        governor = current_governor()
-        if governor is not None:
-            attempts.waited += yield governor.acquire_async if is_async else governor.acquire
+        for governor in (current_governor(), plan.governor):
+            if governor is not None:
+                attempts.waited += yield governor.acquire_async if is_async else governor.acquire
         attempts.attempts += 1
         attempt_started = clock()
         password = yield plan.password_async if is_async else plan.password

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ssl
 
-from warmdb._connect import ConnectPlan
 from warmdb.drivers import ErrorVerdict
 from warmdb.errors import ConfigurationError
 from warmdb.retry import (
@@ -29,11 +28,8 @@ from warmdb.retry import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
-    from warmdb.drivers import Adapter
+    from warmdb._connect import ConnectPlan
     from warmdb.endpoint import Endpoint
-    from warmdb.policy import Policy
 
 __all__ = [
     "BROKEN_ERRNOS",
@@ -42,7 +38,6 @@ __all__ = [
     "check_tls",
     "classify_mysql",
     "errno_of",
-    "mysql_plan",
     "tls_mode",
 ]
 
@@ -137,22 +132,19 @@ def tls_mode(endpoint: Endpoint) -> str | None:
 
 
 def check_tls(plan: ConnectPlan, *, empty_keys: tuple[str, ...] = ()) -> None:
-    """Refuse a plan that would send an IAM token without TLS.
+    """Refuse a plan whose driver arguments would send an IAM token without TLS.
 
     A MySQL IAM login sends the token in clear (``mysql_clear_password``), and PyMySQL and
     aiomysql send it that way even on a plaintext connection: with a token, TLS is required.
+    (``ssl_mode='disable'`` with a token is refused by endpoint resolution, as the MySQL
+    family's rule.)
 
     :param empty_keys: the driver's own TLS arguments that mean "no TLS" when given empty
         (PyMySQL's ``ssl={}``).
-    :raises ConfigurationError: TLS is switched off while a token is sent.
+    :raises ConfigurationError: the driver's TLS is switched off while a token is sent.
     """
     if not plan.uses_token:
         return
-    if plan.endpoint.sslmode == "disable":
-        raise ConfigurationError(
-            "ssl_mode='disable' would send the IAM token in clear text (MySQL IAM logins use "
-            "mysql_clear_password): use 'require', 'verify-ca' or 'verify-full'"
-        )
     kwargs = plan.driver_kwargs
     off = [k for k in empty_keys if k in kwargs and not kwargs[k]]
     if kwargs.get("ssl_disabled"):
@@ -179,39 +171,3 @@ def base_params(
         params[database_key] = endpoint.dbname
     params.update(plan.driver_kwargs)
     return params
-
-
-def mysql_plan(
-    dsn: str | None,
-    kwargs: Mapping[str, object],
-    adapter: Adapter,
-    *,
-    custom_credentials_provider: object | None,
-    policy: Policy | None,
-) -> ConnectPlan:
-    """The :class:`~warmdb._connect.ConnectPlan` of a MySQL front's call, checked.
-
-    ``db``, the database's name in aiomysql and an alias in PyMySQL and mysql-connector, is
-    taken as ``database``. The plan is checked by the adapter's ``engine_defaults`` (TLS with
-    a token, the driver's own rules), as engines check theirs.
-
-    :raises ConfigurationError: a bad argument, or a token that would be sent without TLS.
-    """
-    if "db" in kwargs:
-        kwargs = dict(kwargs)
-        db = kwargs.pop("db")
-        database = kwargs.get("database", kwargs.get("dbname"))
-        if database is not None and database != db:
-            raise ConfigurationError(
-                f"db={db!r} and database={database!r} disagree: pass one of them"
-            )
-        kwargs["database"] = db
-    plan = ConnectPlan(
-        dsn,
-        kwargs,
-        adapter=adapter,
-        custom_credentials_provider=custom_credentials_provider,
-        policy=policy,
-    )
-    adapter.engine_defaults(plan)
-    return plan

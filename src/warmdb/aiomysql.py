@@ -37,7 +37,7 @@ import pymysql.err
 from pymysql.constants import CLIENT, CR, SERVER_STATUS
 
 from warmdb._connect import ConnectPlan, open_connection_async
-from warmdb._mysql import base_params, check_tls, classify_mysql, mysql_plan, tls_mode
+from warmdb._mysql import base_params, check_tls, classify_mysql, tls_mode
 from warmdb._tls import ssl_context
 from warmdb.drivers import AsyncAdapter
 from warmdb.warm import AsyncKeeper
@@ -108,10 +108,8 @@ class AiomysqlAdapter(AsyncAdapter):
     # aiomysql raises PyMySQL's exceptions; a connect timeout arrives as TimeoutError.
     connect_errors = (pymysql.err.MySQLError, OSError, asyncio.TimeoutError)
 
-    def engine_defaults(self, plan: ConnectPlan) -> dict[str, Any]:
-        # Called once per engine with its plan: the place to refuse a plan before any connect.
+    def check_plan(self, plan: ConnectPlan) -> None:
         check_tls(plan, empty_keys=("ssl",))
-        return {}
 
     def connect_params(self, plan: ConnectPlan, password: str | None) -> dict[str, Any]:
         params = base_params(plan, password, database_key="db")
@@ -180,21 +178,6 @@ class AiomysqlAdapter(AsyncAdapter):
         await conn.rollback()
 
 
-def _plan(
-    dsn: str | None,
-    kwargs: dict[str, object],
-    custom_credentials_provider: object | None,
-    policy: Policy | None,
-) -> ConnectPlan:
-    return mysql_plan(
-        dsn,
-        kwargs,
-        AiomysqlAdapter(),
-        custom_credentials_provider=custom_credentials_provider,
-        policy=policy,
-    )
-
-
 async def connect(
     dsn: str | None = None,
     *,
@@ -216,7 +199,7 @@ async def connect(
         (:class:`AuthenticationError` for error 1045); the driver's exception is the cause.
     """
     conn: aiomysql.Connection = await open_connection_async(
-        _plan(dsn, kwargs, custom_credentials_provider, policy)
+        AiomysqlAdapter().plan(dsn, kwargs, custom_credentials_provider, policy)
     )
     return conn
 
@@ -233,4 +216,4 @@ def warm(
     Nothing connects until the first ``keeper.connection()``. The arguments are those of
     :func:`connect`; the endpoint is resolved now, so a bad argument fails at import time.
     """
-    return AsyncKeeper(_plan(dsn, kwargs, custom_credentials_provider, policy))
+    return AsyncKeeper(AiomysqlAdapter().plan(dsn, kwargs, custom_credentials_provider, policy))

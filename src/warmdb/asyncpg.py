@@ -192,21 +192,6 @@ def socket_of(conn: asyncpg.Connection) -> socket.socket:
     return conn._transport.get_extra_info("socket")
 
 
-def _plan(
-    dsn: str | None,
-    kwargs: dict[str, object],
-    custom_credentials_provider: object | None,
-    policy: Policy | None,
-) -> ConnectPlan:
-    return ConnectPlan(
-        dsn,
-        kwargs,
-        adapter=AsyncpgAdapter(),
-        custom_credentials_provider=custom_credentials_provider,
-        policy=policy,
-    )
-
-
 async def connect(
     dsn: str | None = None,
     *,
@@ -233,7 +218,7 @@ async def connect(
         exception is the cause.
     """
     conn: asyncpg.Connection = await open_connection_async(
-        _plan(dsn, kwargs, custom_credentials_provider, policy)
+        AsyncpgAdapter().plan(dsn, kwargs, custom_credentials_provider, policy)
     )
     return conn
 
@@ -250,7 +235,7 @@ def warm(
     Nothing connects until the first ``keeper.connection()``. The arguments are those of
     :func:`connect`; the endpoint is resolved now, so a bad argument fails at import time.
     """
-    return AsyncKeeper(_plan(dsn, kwargs, custom_credentials_provider, policy))
+    return AsyncKeeper(AsyncpgAdapter().plan(dsn, kwargs, custom_credentials_provider, policy))
 
 
 def create_pool(

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from typing import Any, ClassVar
 
     from warmdb._connect import ConnectPlan
+    from warmdb.policy import Policy
 
 __all__ = [
     "REGISTRY",
@@ -139,6 +140,28 @@ class Adapter:
             raise ConfigurationError(f"{self.name} takes no option {unknown[0]!r}")
         self.options: Mapping[str, Any] = options
 
+    def plan(
+        self,
+        dsn: str | None,
+        kwargs: Mapping[str, object],
+        custom_credentials_provider: object | None = None,
+        policy: Policy | None = None,
+    ) -> ConnectPlan:
+        """Resolve a front's call (``connect``, ``warm``, ``pool``...) for this driver.
+
+        :raises ConfigurationError: a bad, unknown or contradictory argument, or a plan this
+            driver refuses (:meth:`check_plan`).
+        """
+        from warmdb._connect import ConnectPlan
+
+        return ConnectPlan(
+            dsn,
+            kwargs,
+            adapter=self,
+            custom_credentials_provider=custom_credentials_provider,
+            policy=policy,
+        )
+
     def connect_params(self, plan: ConnectPlan, password: str | None) -> dict[str, Any]:
         """The keyword arguments of one driver connect call for *plan* and *password*."""
         raise NotImplementedError
@@ -171,6 +194,14 @@ class Adapter:
         that cannot keep protocol-level prepared statements: server-side prepared statements
         off. The caller's own arguments win."""
         return {}
+
+    def check_plan(self, plan: ConnectPlan) -> None:
+        """Refuse a plan this driver cannot connect safely with (called once, when the plan is
+        made, before any connect): e.g. a MySQL driver's own TLS switch turned off while an
+        IAM token would be sent.
+
+        :raises ConfigurationError: what is wrong, naming the argument.
+        """
 
     def engine_defaults(self, plan: ConnectPlan) -> dict[str, Any]:
         """SQLAlchemy engine options this driver's dialect needs for *plan*'s endpoint (the

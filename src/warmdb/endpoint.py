@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 
-from warmdb.auth.tokens import MAX_TOKEN_DURATION, RDS_TOKEN_DURATION
+from warmdb.auth.tokens import MAX_TOKEN_DURATION, RDS_TOKEN_DURATION, TokenSpec
 from warmdb.errors import ConfigurationError
 
 TYPE_CHECKING = False
@@ -90,10 +90,16 @@ class Family:
     :ivar tls_ca_key: the family's own name for the CA file argument (``sslrootcert`` is
         accepted in every family).
     :ivar supports_dsql: whether Aurora DSQL speaks this family's protocol.
+    :ivar database_keys: the names the database's name may be given under (``dbname`` and
+        ``database`` in every family; MySQL drivers also take ``db``).
+    :ivar token_needs_tls: whether a token must never be sent without TLS, so the TLS mode
+        ``disable`` is refused with a token (MySQL IAM logins send the token in clear with
+        ``mysql_clear_password``; libpq's ``sslmode=disable`` stays a knowing choice).
     :ivar endpoint_keys: every argument warmdb interprets for this family.
     """
 
     __slots__ = (
+        "database_keys",
         "default_port",
         "endpoint_keys",
         "environment",
@@ -103,6 +109,7 @@ class Family:
         "tls_ca_key",
         "tls_mode_key",
         "tls_mode_values",
+        "token_needs_tls",
     )
 
     def __init__(
@@ -116,6 +123,8 @@ class Family:
         tls_mode_values: dict[str, str],
         tls_ca_key: str,
         supports_dsql: bool,
+        database_keys: tuple[str, ...] = ("dbname", "database"),
+        token_needs_tls: bool = False,
     ) -> None:
         self.name = name
         self.default_port = default_port
@@ -125,7 +134,9 @@ class Family:
         self.tls_mode_values = tls_mode_values
         self.tls_ca_key = tls_ca_key
         self.supports_dsql = supports_dsql
-        self.endpoint_keys = ENDPOINT_KEYS | {tls_mode_key, tls_ca_key}
+        self.database_keys = database_keys
+        self.token_needs_tls = token_needs_tls
+        self.endpoint_keys = ENDPOINT_KEYS | {tls_mode_key, tls_ca_key, *database_keys}
 
     def __repr__(self) -> str:
         return f"<Family {self.name}>"
@@ -168,6 +179,8 @@ MYSQL = Family(
     },
     tls_ca_key="ssl_ca",
     supports_dsql=False,
+    database_keys=("dbname", "database", "db"),
+    token_needs_tls=True,
 )
 #: The families by name.
 FAMILIES = {family.name: family for family in (POSTGRESQL, MYSQL)}
@@ -237,6 +250,25 @@ class Endpoint:
     def uses_token(self) -> bool:
         """Whether connecting sends an IAM token as the password."""
         return self.auth != "password"
+
+    def token_spec(self, *, expires_in: int | None = None) -> TokenSpec:
+        """What to sign for this endpoint: its kind, host, port, region, user and lifetime.
+
+        :param expires_in: seconds, when not the endpoint's own ``token_duration`` (the sidecar
+            signs for its refresh plan's duration).
+        :raises ConfigurationError: in password mode, where there is nothing to sign.
+        """
+        if self.auth == "password" or self.region is None or self.user is None:
+            # resolve() guarantees region and user in the token modes.
+            raise ConfigurationError("this endpoint uses a password, not an IAM token")
+        return TokenSpec(
+            kind=self.auth,
+            host=self.host,
+            port=self.port,
+            region=self.region,
+            user=self.user,
+            expires_in=self.token_duration if expires_in is None else expires_in,
+        )
 
 
 def is_cluster_id(text: str) -> bool:
@@ -439,7 +471,9 @@ def resolve(
         env_key = variables.get(key)
         return env.get(env_key) if env_key else None
 
-    dbname = _pick_dbname(kwargs, from_dsn, env.get(variables.get("dbname", ""), None))
+    dbname = _pick_dbname(
+        kwargs, from_dsn, env.get(variables.get("dbname", ""), None), family.database_keys
+    )
     host_text = pick("host")
     if host_text is None:
         where = f", or set {variables['host']}" if "host" in variables else ""
@@ -528,15 +562,20 @@ def resolve(
 
 
 def _pick_dbname(
-    kwargs: Mapping[str, object], from_dsn: Mapping[str, str], from_env: str | None
+    kwargs: Mapping[str, object],
+    from_dsn: Mapping[str, str],
+    from_env: str | None,
+    keys: tuple[str, ...],
 ) -> str | None:
-    dbname, database = kwargs.get("dbname"), kwargs.get("database")
-    if dbname is not None and database is not None and dbname != database:
-        raise ConfigurationError(
-            f"dbname={dbname!r} and database={database!r} disagree: pass one of them"
-        )
-    picked = dbname if dbname is not None else database
-    for source in (picked, from_dsn.get("dbname"), from_dsn.get("database"), from_env):
+    given = [(key, kwargs[key]) for key in keys if kwargs.get(key) is not None]
+    for key, value in given[1:]:
+        if value != given[0][1]:
+            raise ConfigurationError(
+                f"{given[0][0]}={given[0][1]!r} and {key}={value!r} disagree: pass one of them"
+            )
+    candidates = [value for _, value in given[:1]]
+    candidates += [from_dsn[key] for key in keys if from_dsn.get(key) is not None]
+    for source in (*candidates, from_env):
         if source is not None:
             return _check_text("dbname", source)
     return None
@@ -623,6 +662,11 @@ def _check_sslmode(value: object, auth: str, family: Family) -> str:
     if mode is None:
         choices = ", ".join(family.tls_mode_values)
         raise ConfigurationError(f"{family.tls_mode_key}={value!r} is not one of {choices}")
+    if auth != "password" and mode == "disable" and family.token_needs_tls:
+        raise ConfigurationError(
+            f"{family.tls_mode_key}={value!r} would send the IAM token in clear text (MySQL "
+            "IAM logins use mysql_clear_password): use 'require', 'verify-ca' or 'verify-full'"
+        )
     value = mode
     if auth != "password" and value in ("allow", "prefer"):
         raise ConfigurationError(

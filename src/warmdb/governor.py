@@ -10,6 +10,9 @@ Every warmdb connect (``connect()``, keepers, pools, engines, retries included) 
 token from one bucket before it dials. Aurora DSQL admits 100 new connections per second per
 cluster (burst 1,000) across every client: give each process a share.
 
+A policy's ``connect_rate`` adds a bucket per endpoint (:func:`endpoint_governor`): the RDS
+presets set 200 per second, RDS IAM authentication's ceiling for new connections.
+
 The bucket hands out reservations: a caller that must wait is told how long and the token is
 already its own, so waiters are served in arrival order and never stampede.
 """
@@ -25,7 +28,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["RateGovernor", "current_governor", "limit_connect_rate"]
+__all__ = ["RateGovernor", "current_governor", "endpoint_governor", "limit_connect_rate"]
 
 
 class RateGovernor:
@@ -99,3 +102,24 @@ def limit_connect_rate(per_second: float | None, *, burst: int = 1) -> None:
 def current_governor() -> RateGovernor | None:
     """The process-wide governor, or ``None`` when connects are not limited."""
     return _governor
+
+
+_endpoint_governors: dict[tuple[str, int, float], RateGovernor] = {}
+_endpoint_lock = threading.Lock()
+
+
+def endpoint_governor(host: str, port: int, rate: float) -> RateGovernor:
+    """The process's bucket for new connections to one endpoint at *rate* per second.
+
+    Its burst is one second's worth, so a process that stays under the rate never waits.
+    Every plan, keeper and pool for the same host, port and rate shares it.
+    """
+    key = (host, port, rate)
+    governor = _endpoint_governors.get(key)
+    if governor is None:
+        with _endpoint_lock:
+            governor = _endpoint_governors.get(key)
+            if governor is None:
+                governor = RateGovernor(rate, burst=max(1, int(rate)))
+                _endpoint_governors[key] = governor
+    return governor

@@ -33,7 +33,7 @@ import mysql.connector
 from mysql.connector.connection import MySQLConnection
 
 from warmdb._connect import ConnectPlan, open_connection
-from warmdb._mysql import base_params, check_tls, classify_mysql, mysql_plan, tls_mode
+from warmdb._mysql import base_params, check_tls, classify_mysql, tls_mode
 from warmdb.drivers import SyncAdapter
 from warmdb.errors import ConfigurationError
 from warmdb.pools import queue_pool
@@ -115,10 +115,14 @@ class MySQLConnectorAdapter(SyncAdapter):
     driver_keys = _CONNECT_KEYS
     connect_errors = (mysql.connector.Error, OSError)
 
-    def engine_defaults(self, plan: ConnectPlan) -> dict[str, Any]:
-        # Called once per engine with its plan: the place to refuse a plan before any connect.
-        _check(plan)
-        return {}
+    def check_plan(self, plan: ConnectPlan) -> None:
+        check_tls(plan)
+        auth_plugin = plan.driver_kwargs.get("auth_plugin")
+        if plan.uses_token and auth_plugin not in (None, CLEAR_PASSWORD):
+            raise ConfigurationError(
+                f"auth_plugin={auth_plugin!r} cannot send an IAM token: drop it "
+                f"(warmdb sets {CLEAR_PASSWORD!r})"
+            )
 
     def connect_params(self, plan: ConnectPlan, password: str | None) -> dict[str, Any]:
         params = base_params(plan, password)
@@ -211,31 +215,6 @@ class MySQLConnectorAdapter(SyncAdapter):
         conn.rollback()
 
 
-def _check(plan: ConnectPlan) -> None:
-    check_tls(plan)
-    auth_plugin = plan.driver_kwargs.get("auth_plugin")
-    if plan.uses_token and auth_plugin not in (None, CLEAR_PASSWORD):
-        raise ConfigurationError(
-            f"auth_plugin={auth_plugin!r} cannot send an IAM token: drop it "
-            f"(warmdb sets {CLEAR_PASSWORD!r})"
-        )
-
-
-def _plan(
-    dsn: str | None,
-    kwargs: dict[str, object],
-    custom_credentials_provider: object | None,
-    policy: Policy | None,
-) -> ConnectPlan:
-    return mysql_plan(
-        dsn,
-        kwargs,
-        MySQLConnectorAdapter(),
-        custom_credentials_provider=custom_credentials_provider,
-        policy=policy,
-    )
-
-
 def connect(
     dsn: str | None = None,
     *,
@@ -255,7 +234,9 @@ def connect(
     :raises ConnectError: the connection failed, after the policy's retries
         (:class:`AuthenticationError` for error 1045); the driver's exception is the cause.
     """
-    conn: MySQLConnection = open_connection(_plan(dsn, kwargs, custom_credentials_provider, policy))
+    conn: MySQLConnection = open_connection(
+        MySQLConnectorAdapter().plan(dsn, kwargs, custom_credentials_provider, policy)
+    )
     return conn
 
 
@@ -270,7 +251,7 @@ def warm(
 
     Nothing connects until the first ``keeper.connection()``; see :func:`warmdb.pymysql.warm`.
     """
-    return Keeper(_plan(dsn, kwargs, custom_credentials_provider, policy))
+    return Keeper(MySQLConnectorAdapter().plan(dsn, kwargs, custom_credentials_provider, policy))
 
 
 def pool(
@@ -287,7 +268,7 @@ def pool(
 ) -> ConnectionPool:
     """Return a thread-safe pool of mysql-connector connections; the arguments are those of
     :func:`warmdb.pymysql.pool`."""
-    plan = _plan(dsn, kwargs, custom_credentials_provider, policy)
+    plan = MySQLConnectorAdapter().plan(dsn, kwargs, custom_credentials_provider, policy)
     return queue_pool(
         plan, min_size=min_size, max_size=max_size, timeout=timeout, open=open, retry=retry
     )

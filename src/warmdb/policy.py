@@ -12,10 +12,11 @@ Presets:
   60-minute limit, so the server never closes one under a query.
 - :data:`RDS`: RDS and Aurora PostgreSQL / MySQL: connections are not time-limited by the
   server; they are renewed hourly so rotated credentials and DNS changes (fail-over) are
-  picked up.
+  picked up. New connections to one endpoint are paced at 200 per second, RDS IAM
+  authentication's ceiling.
 - :data:`RDS_PROXY`: behind RDS Proxy, which drops client connections idle for 30 minutes
   (its default ``IdleClientTimeout``): an idle connection is replaced after 25 minutes
-  instead of being found dead by the next query.
+  instead of being found dead by the next query; paced like :data:`RDS`.
 - :data:`DEFAULT`: plain password servers: hourly renewal, no idle limit.
 
 Every duration is float seconds. Validation happens in the constructor and in
@@ -41,6 +42,7 @@ _FIELDS = (
     "retry_timeout",
     "backoff_initial",
     "backoff_max",
+    "connect_rate",
 )
 
 
@@ -74,6 +76,11 @@ class Policy:
     :param backoff_initial: the first retry waits up to this many seconds; the bound doubles
         with each retry (full jitter: the wait is uniform between 0 and the bound).
     :param backoff_max: the bound stops doubling here.
+    :param connect_rate: new connections per second this process opens to one endpoint (host
+        and port), with a burst of one second's worth; ``None`` for no per-endpoint ceiling.
+        Connects beyond it wait their turn (:mod:`warmdb.governor`) instead of being refused
+        by the server. The RDS presets set 200, RDS IAM authentication's ceiling for new
+        connections. The process-wide :func:`warmdb.limit_connect_rate` applies on top.
     """
 
     __slots__ = (*_FIELDS, "first_idle_check")
@@ -87,6 +94,7 @@ class Policy:
     retry_timeout: float
     backoff_initial: float
     backoff_max: float
+    connect_rate: float | None
     #: The least idle time at which a checkout has something to check (a poll, a ping or
     #: ``max_idle``); infinity when none applies. Derived, not a field.
     first_idle_check: float
@@ -103,6 +111,7 @@ class Policy:
         retry_timeout: float = 15.0,
         backoff_initial: float = 0.05,
         backoff_max: float = 2.0,
+        connect_rate: float | None = None,
     ) -> None:
         values = {
             "max_lifetime": check_seconds("max_lifetime", max_lifetime, optional=True),
@@ -114,6 +123,7 @@ class Policy:
             "retry_timeout": check_seconds("retry_timeout", retry_timeout),
             "backoff_initial": check_seconds("backoff_initial", backoff_initial),
             "backoff_max": check_seconds("backoff_max", backoff_max),
+            "connect_rate": _rate("connect_rate", connect_rate),
         }
         for name, value in values.items():
             object.__setattr__(self, name, value)
@@ -164,6 +174,16 @@ class Policy:
         return tuple(getattr(self, name) for name in _FIELDS)
 
 
+def _rate(name: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e9:
+        raise ConfigurationError(
+            f"{name} must be a positive number of connects per second or None, not {value!r}"
+        )
+    return float(value)
+
+
 def _fraction(name: str, value: object) -> float:
     seconds = check_seconds(name, value)
     assert seconds is not None
@@ -174,10 +194,13 @@ def _fraction(name: str, value: object) -> float:
 
 #: Aurora DSQL: renewed well before the 60-minute connection limit.
 DSQL = Policy(max_lifetime=55 * 60.0, lifetime_jitter=0.05)
-#: RDS / Aurora with IAM tokens: hourly renewal.
-RDS = Policy(max_lifetime=60 * 60.0)
+# RDS IAM authentication admits about 200 new connections per second; a reused (cached)
+# token is not counted, so only a burst of new connects from one process can reach it.
+_RDS_IAM_CONNECT_RATE = 200.0
+#: RDS / Aurora with IAM tokens: hourly renewal, at most 200 new connections per second.
+RDS = Policy(max_lifetime=60 * 60.0, connect_rate=_RDS_IAM_CONNECT_RATE)
 #: Behind RDS Proxy: idle connections replaced before the proxy's 30-minute idle timeout.
-RDS_PROXY = Policy(max_lifetime=60 * 60.0, max_idle=25 * 60.0)
+RDS_PROXY = Policy(max_lifetime=60 * 60.0, max_idle=25 * 60.0, connect_rate=_RDS_IAM_CONNECT_RATE)
 #: Password servers.
 DEFAULT = Policy()
 

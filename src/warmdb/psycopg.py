@@ -209,22 +209,6 @@ class AsyncPsycopgAdapter(_PsycopgKnowledge, AsyncAdapter):
             await conn.rollback()
 
 
-def _plan(
-    conninfo: str,
-    kwargs: dict[str, object],
-    adapter: PsycopgAdapter | AsyncPsycopgAdapter,
-    custom_credentials_provider: object | None,
-    policy: Policy | None,
-) -> ConnectPlan:
-    return ConnectPlan(
-        conninfo,
-        kwargs,
-        adapter=adapter,
-        custom_credentials_provider=custom_credentials_provider,
-        policy=policy,
-    )
-
-
 def _sync(connection_class: type[psycopg.Connection[Any]]) -> PsycopgAdapter:
     if connection_class is psycopg.Connection:
         return PsycopgAdapter()
@@ -263,7 +247,7 @@ def connect(
     :raises ConnectError: the connection failed, after the policy's retries; the driver's
         exception is the cause.
     """
-    plan = _plan(conninfo, kwargs, _sync(connection_class), custom_credentials_provider, policy)
+    plan = _sync(connection_class).plan(conninfo, kwargs, custom_credentials_provider, policy)
     conn: psycopg.Connection[Any] = open_connection(plan)
     return conn
 
@@ -280,7 +264,7 @@ async def connect_async(
 
     A ``password`` callable may return an awaitable.
     """
-    plan = _plan(conninfo, kwargs, _async(connection_class), custom_credentials_provider, policy)
+    plan = _async(connection_class).plan(conninfo, kwargs, custom_credentials_provider, policy)
     conn: psycopg.AsyncConnection[Any] = await open_connection_async(plan)
     return conn
 
@@ -299,7 +283,7 @@ def warm(
     :func:`connect`; the endpoint is resolved now, so a bad argument fails at import time.
     """
     return Keeper(
-        _plan(conninfo, kwargs, _sync(connection_class), custom_credentials_provider, policy)
+        _sync(connection_class).plan(conninfo, kwargs, custom_credentials_provider, policy)
     )
 
 
@@ -317,7 +301,7 @@ def warm_async(
     of event loop (``asyncio.run()`` per invocation): psycopg binds nothing to the loop.
     """
     return AsyncKeeper(
-        _plan(conninfo, kwargs, _async(connection_class), custom_credentials_provider, policy)
+        _async(connection_class).plan(conninfo, kwargs, custom_credentials_provider, policy)
     )
 
 

@@ -136,23 +136,9 @@ class Psycopg2Adapter(SyncAdapter):
             conn.rollback()
 
 
-def _plan(
-    dsn: str | None,
-    kwargs: dict[str, object],
-    connection_factory: object | None,
-    cursor_factory: object | None,
-    custom_credentials_provider: object | None,
-    policy: Policy | None,
-) -> ConnectPlan:
+def _adapter(connection_factory: object | None, cursor_factory: object | None) -> Psycopg2Adapter:
     options = {"connection_factory": connection_factory, "cursor_factory": cursor_factory}
-    adapter = Psycopg2Adapter(**{k: v for k, v in options.items() if v is not None})
-    return ConnectPlan(
-        dsn,
-        kwargs,
-        adapter=adapter,
-        custom_credentials_provider=custom_credentials_provider,
-        policy=policy,
-    )
+    return Psycopg2Adapter(**{k: v for k, v in options.items() if v is not None})
 
 
 def connect(
@@ -188,9 +174,8 @@ def connect(
         (:class:`AuthenticationError` for SQLSTATE class 28); the driver's exception is the
         cause.
     """
-    plan = _plan(
-        dsn, kwargs, connection_factory, cursor_factory, custom_credentials_provider, policy
-    )
+    adapter = _adapter(connection_factory, cursor_factory)
+    plan = adapter.plan(dsn, kwargs, custom_credentials_provider, policy)
     conn: psycopg2.extensions.connection = open_connection(plan)
     return conn
 
@@ -210,7 +195,9 @@ def warm(
     :func:`connect`; the endpoint is resolved now, so a bad argument fails at import time.
     """
     return Keeper(
-        _plan(dsn, kwargs, connection_factory, cursor_factory, custom_credentials_provider, policy)
+        _adapter(connection_factory, cursor_factory).plan(
+            dsn, kwargs, custom_credentials_provider, policy
+        )
     )
 
 
@@ -257,9 +244,8 @@ def pool(
     :param kwargs: the other arguments of :func:`connect`.
     :raises ConfigurationError: bad arguments, or SQLAlchemy is not installed.
     """
-    plan = _plan(
-        dsn, kwargs, connection_factory, cursor_factory, custom_credentials_provider, policy
-    )
+    adapter = _adapter(connection_factory, cursor_factory)
+    plan = adapter.plan(dsn, kwargs, custom_credentials_provider, policy)
     return queue_pool(
         plan, min_size=min_size, max_size=max_size, timeout=timeout, open=open, retry=retry
     )

@@ -36,7 +36,7 @@ import pymysql.connections
 from pymysql.constants import SERVER_STATUS
 
 from warmdb._connect import ConnectPlan, open_connection
-from warmdb._mysql import base_params, check_tls, classify_mysql, mysql_plan, tls_mode
+from warmdb._mysql import base_params, check_tls, classify_mysql, tls_mode
 from warmdb._tls import ssl_context
 from warmdb.drivers import SyncAdapter
 from warmdb.pools import queue_pool
@@ -97,10 +97,8 @@ class PyMySQLAdapter(SyncAdapter):
     driver_keys = _CONNECT_KEYS
     connect_errors = (pymysql.err.MySQLError, OSError)
 
-    def engine_defaults(self, plan: ConnectPlan) -> dict[str, Any]:
-        # Called once per engine with its plan: the place to refuse a plan before any connect.
+    def check_plan(self, plan: ConnectPlan) -> None:
         check_tls(plan, empty_keys=("ssl",))
-        return {}
 
     def connect_params(self, plan: ConnectPlan, password: str | None) -> dict[str, Any]:
         params = base_params(plan, password)
@@ -165,21 +163,6 @@ class PyMySQLAdapter(SyncAdapter):
         conn.rollback()
 
 
-def _plan(
-    dsn: str | None,
-    kwargs: dict[str, object],
-    custom_credentials_provider: object | None,
-    policy: Policy | None,
-) -> ConnectPlan:
-    return mysql_plan(
-        dsn,
-        kwargs,
-        PyMySQLAdapter(),
-        custom_credentials_provider=custom_credentials_provider,
-        policy=policy,
-    )
-
-
 def connect(
     dsn: str | None = None,
     *,
@@ -210,7 +193,7 @@ def connect(
         driver's exception is the cause.
     """
     conn: pymysql.connections.Connection = open_connection(
-        _plan(dsn, kwargs, custom_credentials_provider, policy)
+        PyMySQLAdapter().plan(dsn, kwargs, custom_credentials_provider, policy)
     )
     return conn
 
@@ -228,7 +211,7 @@ def warm(
     :func:`connect`; the endpoint is resolved now, so a bad argument fails at import time.
     Behind RDS Proxy pass ``policy=warmdb.policy.RDS_PROXY``.
     """
-    return Keeper(_plan(dsn, kwargs, custom_credentials_provider, policy))
+    return Keeper(PyMySQLAdapter().plan(dsn, kwargs, custom_credentials_provider, policy))
 
 
 def pool(
@@ -260,7 +243,7 @@ def pool(
     :param kwargs: the other arguments of :func:`connect`.
     :raises ConfigurationError: bad arguments, or SQLAlchemy is not installed.
     """
-    plan = _plan(dsn, kwargs, custom_credentials_provider, policy)
+    plan = PyMySQLAdapter().plan(dsn, kwargs, custom_credentials_provider, policy)
     return queue_pool(
         plan, min_size=min_size, max_size=max_size, timeout=timeout, open=open, retry=retry
     )

@@ -57,7 +57,7 @@ from sqlalchemy.pool import Pool, QueuePool
 
 from warmdb import drivers
 from warmdb._arguments import check_count, check_seconds
-from warmdb._connect import ConnectPlan, open_connection, open_connection_async
+from warmdb._connect import open_connection, open_connection_async
 from warmdb.endpoint import FAMILIES
 from warmdb.errors import ConfigurationError
 from warmdb.pools.queue import watch_pool
@@ -201,12 +201,8 @@ class _EngineSetup:
         clash = sorted(set(endpoint_args) & set(driver_args))
         if clash:
             raise ConfigurationError(f"{clash[0]} is given both as an argument and in connect_args")
-        self.plan = ConnectPlan(
-            dsn,
-            {**driver_args, **endpoint_args},
-            adapter=adapter,
-            custom_credentials_provider=custom_credentials_provider,
-            policy=policy,
+        self.plan = adapter.plan(
+            dsn, {**driver_args, **endpoint_args}, custom_credentials_provider, policy
         )
         self.adapter: Adapter = adapter
 

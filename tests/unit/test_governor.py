@@ -8,8 +8,9 @@ import threading
 import pytest
 
 import warmdb
+import warmdb.psycopg2
 from warmdb import ConfigurationError
-from warmdb.governor import RateGovernor, current_governor, limit_connect_rate
+from warmdb.governor import RateGovernor, current_governor, endpoint_governor, limit_connect_rate
 
 
 class Clock:
@@ -98,3 +99,30 @@ def test_process_wide_switch():
     finally:
         limit_connect_rate(None)
     assert current_governor() is None
+
+
+def test_endpoint_governors_are_shared_per_endpoint_and_rate():
+    first = endpoint_governor("db.example", 3306, 200.0)
+    assert endpoint_governor("db.example", 3306, 200.0) is first
+    assert endpoint_governor("db.example", 3307, 200.0) is not first
+    assert endpoint_governor("other.example", 3306, 200.0) is not first
+    assert endpoint_governor("db.example", 3306, 50.0) is not first
+    # A second's worth of burst: a process under the rate never waits.
+    assert first.rate == 200.0
+    assert first.burst == 200
+    assert endpoint_governor("db.example", 3306, 0.5).burst == 1
+
+
+def test_a_plan_takes_its_endpoint_governor_from_the_policy():
+    from warmdb.policy import DEFAULT, RDS
+
+    keeper = warmdb.psycopg2.warm(host="db.abc.us-east-1.rds.amazonaws.com", user="iam")
+    assert keeper.plan.policy is RDS
+    assert keeper.plan.governor is endpoint_governor(
+        "db.abc.us-east-1.rds.amazonaws.com", 5432, 200.0
+    )
+    assert warmdb.psycopg2.warm(host="db.internal", password="pw").plan.governor is None
+    paced = warmdb.psycopg2.warm(
+        host="db.internal", password="pw", policy=DEFAULT.replace(connect_rate=5)
+    )
+    assert paced.plan.governor is endpoint_governor("db.internal", 5432, 5.0)

@@ -294,3 +294,20 @@ def test_engines_refuse_a_token_without_tls_when_created(url, engine_factory):
     engine = factory(f"{url}iam_user@{RDS_HOST}/app")
     assert engine.dialect.name == "mysql"
     assert engine.dialect.driver == url.split("+")[1].rstrip(":/")
+
+
+@pytest.mark.parametrize(
+    ("url", "engine_factory"),
+    [
+        ("mysql+pymysql://", "create_engine"),
+        ("mysql+mysqlconnector://", "create_engine"),
+        ("mysql+aiomysql://", "create_async_engine"),
+    ],
+)
+def test_engines_take_db_in_connect_args_as_the_database(url, engine_factory):
+    import warmdb.sqlalchemy
+
+    factory = getattr(warmdb.sqlalchemy, engine_factory)
+    factory(f"{url}iam_user@{RDS_HOST}/", connect_args={"db": "app"})
+    with pytest.raises(ConfigurationError, match="disagree"):
+        factory(f"{url}iam_user@{RDS_HOST}/", connect_args={"db": "app", "database": "other"})

@@ -21,6 +21,13 @@ def test_rds_proxy_preset_recycles_before_the_proxy_idle_timeout():
     assert RDS_PROXY.max_idle < 30 * 60
 
 
+def test_rds_presets_pace_new_connections_at_the_rds_iam_ceiling():
+    # RDS IAM authentication admits about 200 new connections per second.
+    assert RDS.connect_rate == RDS_PROXY.connect_rate == 200.0
+    assert DSQL.connect_rate is None
+    assert DEFAULT.connect_rate is None
+
+
 @pytest.mark.parametrize(("auth", "preset"), [("dsql", DSQL), ("rds", RDS), ("password", DEFAULT)])
 def test_policy_for_auth_mode(auth, preset):
     assert policy_for(auth) is preset
@@ -56,6 +63,10 @@ def test_immutable():
         ("connect_timeout", 0, "connect_timeout must be positive or None"),
         ("retry_timeout", -0.1, "retry_timeout must be a finite"),
         ("backoff_max", 0.01, r"backoff_max \(0.01\) must not be below backoff_initial"),
+        ("connect_rate", 0, "connect_rate must be a positive number of connects per second"),
+        ("connect_rate", -5, "connect_rate must be a positive number"),
+        ("connect_rate", math.nan, "connect_rate must be a positive number"),
+        ("connect_rate", True, "connect_rate must be a positive number"),
     ],
 )
 def test_bad_values_name_the_field(field, value, message):

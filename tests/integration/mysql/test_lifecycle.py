@@ -188,3 +188,30 @@ def test_long_job_renews_connections_without_an_error(rds, rds_kwargs):
     after = rds.stats
     assert after.upstream_closed == before.upstream_closed
     assert after.rejected == before.rejected
+
+
+def test_rds_preset_paces_new_connections_per_endpoint(rds, rds_kwargs):
+    """The RDS presets' ``connect_rate`` (200/s, RDS IAM's ceiling; 5/s here) makes a burst
+    of connects to one endpoint wait their turn, with a burst of one second's worth."""
+
+    class Waits(events.Listener):
+        def __init__(self) -> None:
+            self.waited: list[float] = []
+
+        def on_connect(self, event: events.ConnectEvent) -> None:
+            self.waited.append(event.waited_seconds)
+
+    listener = Waits()
+    events.add_listener(listener)
+    policy = RDS.replace(connect_rate=5.0)
+    try:
+        started = time.monotonic()
+        for _ in range(8):
+            warmdb.pymysql.connect(**rds_kwargs, policy=policy).close()
+        elapsed = time.monotonic() - started
+    finally:
+        events.remove_listener(listener)
+    assert listener.waited[:5] == [0.0] * 5
+    assert all(wait > 0 for wait in listener.waited[5:])
+    # Three beyond the burst at 5 per second: at least 0.6 s, whatever the connects cost.
+    assert elapsed >= 0.55

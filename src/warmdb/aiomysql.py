@@ -10,8 +10,12 @@
     async with keeper.connection() as conn:             # reused across invocations
         ...
 
-For a pool, use ``warmdb.sqlalchemy.create_async_engine("mysql+aiomysql://...")``: aiomysql's
-own pool connects with fixed arguments, which cannot carry a fresh token per connect.
+    async with db.pool(host=ENDPOINT, user="iam_user", max_size=5) as pool:
+        async with pool.connection() as conn:
+            ...
+
+:func:`pool` is warmdb's asyncio pool (:mod:`warmdb.pools.async_queue`): aiomysql's own pool
+connects with fixed arguments, which cannot carry a fresh token per connect.
 
 aiomysql follows PyMySQL: it sends ``mysql_clear_password`` on a plaintext connection too, and
 it goes on in plaintext when the server does not offer TLS even though it was given a TLS
@@ -40,6 +44,7 @@ from warmdb._connect import ConnectPlan, open_connection_async
 from warmdb._mysql import base_params, check_tls, classify_mysql, tls_mode
 from warmdb._tls import ssl_context
 from warmdb.drivers import AsyncAdapter
+from warmdb.pools import async_queue_pool
 from warmdb.warm import AsyncKeeper
 
 TYPE_CHECKING = False
@@ -48,8 +53,9 @@ if TYPE_CHECKING:
 
     from warmdb.drivers import ErrorVerdict
     from warmdb.policy import Policy
+    from warmdb.pools.async_queue import AsyncConnectionPool
 
-__all__ = ["AiomysqlAdapter", "TLSRequiredConnection", "connect", "warm"]
+__all__ = ["AiomysqlAdapter", "TLSRequiredConnection", "connect", "pool", "warm"]
 
 #: aiomysql.Connection's arguments (aiomysql 0.2 and 0.3; guarded by
 #: tests/unit/test_mysql_drivers.py) that warmdb passes through; the endpoint's (host, port,
@@ -217,3 +223,39 @@ def warm(
     :func:`connect`; the endpoint is resolved now, so a bad argument fails at import time.
     """
     return AsyncKeeper(AiomysqlAdapter().plan(dsn, kwargs, custom_credentials_provider, policy))
+
+
+def pool(
+    dsn: str | None = None,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    timeout: float = 30.0,
+    retry: Any = None,
+    custom_credentials_provider: object | None = None,
+    policy: Policy | None = None,
+    **kwargs: object,
+) -> AsyncConnectionPool:
+    """Return an asyncio pool of aiomysql connections
+    (:class:`warmdb.pools.async_queue.AsyncConnectionPool`), with the checks of ``warm()`` at
+    every checkout and a fresh token for every connection it opens.
+
+    Open it with ``pool = await warmdb.aiomysql.pool(...)`` or ``async with
+    warmdb.aiomysql.pool(...) as pool:``, then ``async with pool.connection() as conn:``.
+
+    :param dsn: as for :func:`connect`.
+    :param min_size: connections opened when the pool opens and kept (default 1).
+    :param max_size: connections open at once, at most; those beyond *min_size* are closed
+        when they come back and nobody waits.
+    :param timeout: seconds a checkout waits for a free connection, 30 by default.
+    :param retry: the OCC retry budget of ``pool.run_transaction()``.
+    :param custom_credentials_provider: as for :func:`connect`.
+    :param policy: lifetime, idle and ping checks, connect timeout and retries; the preset for
+        the endpoint by default (:data:`~warmdb.policy.RDS_PROXY` behind RDS Proxy).
+    :param kwargs: the other arguments of :func:`connect`.
+    :raises ConfigurationError: bad arguments.
+    """
+    plan = AiomysqlAdapter().plan(dsn, kwargs, custom_credentials_provider, policy)
+    return async_queue_pool(
+        plan, min_size=min_size, max_size=max_size, timeout=timeout, retry=retry
+    )

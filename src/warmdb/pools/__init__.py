@@ -5,7 +5,9 @@
 - :mod:`warmdb.pools.asyncpg`: asyncpg's ``Pool`` (``warmdb.asyncpg.create_pool()``);
 - :mod:`warmdb.pools.queue`: one sync pool over SQLAlchemy's ``QueuePool``, parametrised by
   the driver's adapter (``warmdb.psycopg2.pool()`` and the MySQL drivers' ``pool()``), and
-  the checks that SQLAlchemy engines share with it.
+  the checks that SQLAlchemy engines share with it;
+- :mod:`warmdb.pools.async_queue`: a small asyncio pool parametrised by an async adapter,
+  for async drivers without a pool to build on (``warmdb.aiomysql.pool()``).
 
 What every pool means the same way:
 
@@ -30,9 +32,10 @@ if TYPE_CHECKING:
     from typing import Any
 
     from warmdb._connect import ConnectPlan
+    from warmdb.pools.async_queue import AsyncConnectionPool
     from warmdb.pools.queue import ConnectionPool
 
-__all__ = ["AsyncTransactions", "Transactions", "queue_pool"]
+__all__ = ["AsyncTransactions", "Transactions", "async_queue_pool", "queue_pool"]
 
 
 class Transactions:
@@ -89,12 +92,9 @@ def queue_pool(
 
     :raises ConfigurationError: a bad size or timeout, or SQLAlchemy is not installed.
     """
-    from warmdb._arguments import check_count, check_seconds
     from warmdb.errors import ConfigurationError
 
-    check_count("min_size", min_size, minimum=0)
-    check_count("max_size", max_size, minimum=max(1, min_size))
-    check_seconds("timeout", timeout, positive=True)
+    _check_sizes(min_size, max_size, timeout)
     try:
         # Imported here: a driver module alone must not pay for SQLAlchemy.
         from warmdb.pools.queue import ConnectionPool
@@ -107,3 +107,27 @@ def queue_pool(
     return ConnectionPool(
         plan, min_size=min_size, max_size=max_size, timeout=timeout, open=open, retry=retry
     )
+
+
+def async_queue_pool(
+    plan: ConnectPlan, *, min_size: int, max_size: int, timeout: float, retry: Any = None
+) -> AsyncConnectionPool:
+    """A :class:`warmdb.pools.async_queue.AsyncConnectionPool` for an async driver's *plan*,
+    checked arguments included, not opened yet; what ``warmdb.aiomysql.pool()`` returns.
+
+    :raises ConfigurationError: a bad size or timeout.
+    """
+    _check_sizes(min_size, max_size, timeout)
+    from warmdb.pools.async_queue import AsyncConnectionPool  # asyncio: async users only
+
+    return AsyncConnectionPool(
+        plan, min_size=min_size, max_size=max_size, timeout=timeout, retry=retry
+    )
+
+
+def _check_sizes(min_size: int, max_size: int, timeout: float) -> None:
+    from warmdb._arguments import check_count, check_seconds
+
+    check_count("min_size", min_size, minimum=0)
+    check_count("max_size", max_size, minimum=max(1, min_size))
+    check_seconds("timeout", timeout, positive=True)

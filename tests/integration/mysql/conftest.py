@@ -39,12 +39,8 @@ DIALECTS = {
 }
 #: What a failed query raises through any front: the drivers' errors, SQLAlchemy's wrapper.
 QUERY_ERRORS = (pymysql.err.MySQLError, mysql.connector.Error, sqlalchemy.exc.DBAPIError)
-#: Every (driver, front) pair: keepers and engines for all, warmdb's pool for the sync ones.
-FRONTS = [
-    *(f"{driver}-keeper" for driver in DRIVERS),
-    *(f"{driver}-pool" for driver in DRIVERS if driver != "aiomysql"),
-    *(f"{driver}-engine" for driver in DRIVERS),
-]
+#: Every (driver, front) pair: keepers, warmdb's pools and engines.
+FRONTS = [f"{driver}-{kind}" for kind in ("keeper", "pool", "engine") for driver in DRIVERS]
 
 
 @pytest.fixture(scope="session")
@@ -136,8 +132,6 @@ class Front:
                 self.loop.run_until_complete(target.dispose())
             else:
                 target.dispose()
-        elif self.kind == "pool":
-            target.close()
         elif self.loop is not None:
             self.loop.run_until_complete(target.close())
         else:

@@ -2,13 +2,15 @@
 
 Run: ``.venv/bin/python benchmarks/pools.py [--ops 20000] [--rounds 7] [--poll-after-idle S]``
 
-Every pool holds one open connection to a local DSQL emulator (``warmdb.emulator.serve``)
-and is measured in the same run, rounds interleaved: one operation is a checkout and its
-return, no query, no ping due. Pairs:
+Every pool holds one open connection to a local emulator and is measured in the same run,
+rounds interleaved: one operation is a checkout and its return, no query, no ping due. Pairs:
 
 - ``warmdb.psycopg.pool`` vs ``psycopg_pool.ConnectionPool`` (what it is built on);
 - ``warmdb.asyncpg.create_pool`` vs ``asyncpg.create_pool``;
 - ``warmdb.psycopg2.pool`` vs SQLAlchemy's ``QueuePool`` (what it is built on);
+- ``warmdb.pymysql.pool`` vs SQLAlchemy's ``QueuePool`` of PyMySQL connections, and
+  ``warmdb.aiomysql.pool`` (warmdb's own asyncio pool) vs ``aiomysql.create_pool``, against a
+  local MySQL emulator (``warmdb.emulator.mysql.serve``);
 - aurora-dsql-python-connector's psycopg and psycopg2 pools where it is installed (its
   asyncpg pool cannot reach a loopback endpoint: it turns any host without ``.dsql`` into a
   cluster id).
@@ -28,17 +30,22 @@ import os
 import statistics
 import time
 
+import aiomysql
 import asyncpg
 import psycopg2
 import psycopg_pool
+import pymysql
 from sqlalchemy.pool import QueuePool
 
+import warmdb.aiomysql
 import warmdb.asyncpg
 import warmdb.psycopg
 import warmdb.psycopg2
+import warmdb.pymysql
 from warmdb._tls import ssl_context
 from warmdb.emulator import serve
-from warmdb.policy import DSQL
+from warmdb.emulator.mysql import serve as serve_mysql
+from warmdb.policy import DSQL, RDS
 
 
 def sync_us(pool_connection, ops: int) -> float:
@@ -101,7 +108,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    with serve() as dsql:
+    with serve() as dsql, serve_mysql(credentials=dsql.credentials) as rds:
         os.environ["AWS_ACCESS_KEY_ID"] = dsql.credentials.access_key
         os.environ["AWS_SECRET_ACCESS_KEY"] = dsql.credentials.secret_key
         os.environ.pop("AWS_SESSION_TOKEN", None)
@@ -148,6 +155,35 @@ def main() -> None:
         warm_psycopg2 = warmdb.psycopg2.pool(**warm_kwargs, min_size=1, max_size=1)
         aurora = aurora_pools(dsql, libpq)
 
+        mysql_kwargs = {
+            "host": rds.host,
+            "port": rds.port,
+            "user": "admin",
+            "auth": "rds",
+            "region": rds.region,
+            "ssl_mode": "VERIFY_CA",
+            "ssl_ca": str(rds.ca_path),
+            "policy": RDS.replace(poll_after_idle=args.poll_after_idle),
+        }
+        pymysql_params = rds.connection_params()
+        # No reset on return: SQLAlchemy's default ROLLBACK is a round trip for PyMySQL,
+        # which warmdb skips when no transaction is open; the base must not pay for it.
+        pymysql_queue = QueuePool(
+            lambda: pymysql.connect(**pymysql_params),
+            pool_size=1,
+            max_overflow=0,
+            reset_on_return=None,
+        )
+        warm_pymysql = warmdb.pymysql.pool(**mysql_kwargs, min_size=1, max_size=1)
+
+        async def aiomysql_pools() -> tuple[aiomysql.Pool, warmdb.aiomysql.AsyncConnectionPool]:
+            params = {**rds.connection_params(), "ssl": rds.ssl_context()}
+            bare = await aiomysql.create_pool(minsize=1, maxsize=1, **params)
+            warm = await warmdb.aiomysql.pool(**mysql_kwargs, min_size=1, max_size=1)
+            return bare, warm
+
+        bare_aiomysql, warm_aiomysql = loop.run_until_complete(aiomysql_pools())
+
         cases = {
             ("psycopg", "psycopg_pool"): lambda: sync_us(bare_psycopg.connection, args.ops),
             ("psycopg", "warmdb"): lambda: sync_us(warm_psycopg.connection, args.ops),
@@ -159,6 +195,14 @@ def main() -> None:
             ),
             ("psycopg2", "QueuePool"): lambda: queue_pool_us(queue_pool, args.ops),
             ("psycopg2", "warmdb"): lambda: sync_us(warm_psycopg2.connection, args.ops),
+            ("pymysql", "QueuePool"): lambda: queue_pool_us(pymysql_queue, args.ops),
+            ("pymysql", "warmdb"): lambda: sync_us(warm_pymysql.connection, args.ops),
+            ("aiomysql", "aiomysql.Pool"): lambda: loop.run_until_complete(
+                async_us(bare_aiomysql.acquire, args.ops)
+            ),
+            ("aiomysql", "warmdb"): lambda: loop.run_until_complete(
+                async_us(warm_aiomysql.connection, args.ops)
+            ),
         }
         if "missing" not in aurora:
             aurora_psycopg, aurora_psycopg2 = aurora["psycopg"], aurora["psycopg2"]
@@ -171,9 +215,13 @@ def main() -> None:
             for case, run in cases.items():
                 samples[case].append(run())
 
-        for closing in (bare_psycopg, warm_psycopg, warm_psycopg2):
+        for closing in (bare_psycopg, warm_psycopg, warm_psycopg2, warm_pymysql):
             closing.close()
         queue_pool.dispose()
+        pymysql_queue.dispose()
+        bare_aiomysql.close()
+        loop.run_until_complete(bare_aiomysql.wait_closed())
+        loop.run_until_complete(warm_aiomysql.close())
         loop.run_until_complete(bare_asyncpg.close())
         loop.run_until_complete(warm_asyncpg.close())
         if "missing" not in aurora:
@@ -185,7 +233,13 @@ def main() -> None:
         f"pool acquire + release, µs, median of {args.rounds} rounds x {args.ops}; "
         f"warmdb's poll_after_idle={args.poll_after_idle:g} s"
     )
-    baselines = {"psycopg": "psycopg_pool", "asyncpg": "asyncpg.Pool", "psycopg2": "QueuePool"}
+    baselines = {
+        "psycopg": "psycopg_pool",
+        "asyncpg": "asyncpg.Pool",
+        "psycopg2": "QueuePool",
+        "pymysql": "QueuePool",
+        "aiomysql": "aiomysql.Pool",
+    }
     for (driver, name), measured in samples.items():
         median = statistics.median(measured)
         base = statistics.median(samples[(driver, baselines[driver])])

@@ -32,6 +32,7 @@ import os
 import sys
 import threading
 import time
+from typing import NoReturn
 
 from warmdb.emulator.limits import TokenBucket
 from warmdb.emulator.listener import Front, Listener
@@ -195,7 +196,7 @@ class _Session(Session):
 
     def _refuse(
         self, reason: str, user: str, *, has_password: bool = True, detail: str | None = None
-    ) -> None:
+    ) -> NoReturn:
         self._count_refusal(reason, detail)
         self._send_error(
             *limits_module.access_denied(user, self.peer_host, has_password=has_password)

@@ -262,6 +262,11 @@ class BaseEmulator(Generic[ServerT, UpstreamT, SnapshotT]):
             raise RuntimeError("the emulator is not running")
         return self._upstream
 
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client TLS context that verifies the emulator's certificate (the ``ssl=`` of
+        aiomysql or asyncpg)."""
+        return ssl.create_default_context(cafile=str(self.ca_path))
+
     def token(self, user: str = "admin", *, expires_in: int = 900, host: str | None = None) -> str:
         """Sign a token for *user* with the emulator's credentials, as a client would: a DSQL
         token for the ``dsql`` engine, an ``rds-db`` token (host and port) for the RDS ones."""

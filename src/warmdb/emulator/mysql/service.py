@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import dataclasses
-import ssl
 import time
 from typing import Any
 
@@ -134,10 +133,6 @@ class MySQLEmulator(BaseEmulator[MySQLServer, EmbeddedMariaDB, MySQLStatsSnapsho
     def server_version(self) -> str:
         """The version string clients see, MariaDB's own (e.g. ``5.5.5-10.11.19-MariaDB``)."""
         return self._require_server().upstream_greeting.server_version
-
-    def ssl_context(self) -> ssl.SSLContext:
-        """A client TLS context that verifies the emulator (aiomysql's ``ssl=``)."""
-        return ssl.create_default_context(cafile=str(self.ca_path))
 
     def connection_params(self, user: str = MASTER_USER, *, token: bool = True) -> dict[str, Any]:
         """PyMySQL's keyword arguments for *user*: verified TLS and a fresh token.

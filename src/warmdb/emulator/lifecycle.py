@@ -46,6 +46,7 @@ _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
 ServerT = TypeVar("ServerT", bound=Listener)
 UpstreamT = TypeVar("UpstreamT", bound=EmbeddedServer)
 SnapshotT = TypeVar("SnapshotT")
+_T = TypeVar("_T")
 _EmulatorT = TypeVar("_EmulatorT", bound="BaseEmulator[Any, Any, Any]")
 
 
@@ -64,6 +65,13 @@ def random_credentials(*, temporary: bool = False) -> Credentials:
     )
     session_token = base64.b64encode(secrets.token_bytes(600)).decode() if temporary else None
     return Credentials(access_key, secret_key, session_token)
+
+
+def _running(part: _T | None) -> _T:
+    """*part* of a running emulator, which is ``None`` unless it runs."""
+    if part is None:
+        raise RuntimeError("the emulator is not running")
+    return part
 
 
 def _check_region(region: str) -> None:
@@ -233,9 +241,7 @@ class BaseEmulator(Generic[ServerT, UpstreamT, SnapshotT]):
     # What clients need ---------------------------------------------------------------------
 
     def _require_server(self) -> ServerT:
-        if self._server is None:
-            raise RuntimeError("the emulator is not running")
-        return self._server
+        return _running(self._server)
 
     @property
     def port(self) -> int:
@@ -245,9 +251,7 @@ class BaseEmulator(Generic[ServerT, UpstreamT, SnapshotT]):
     @property
     def ca_path(self) -> Path:
         """The CA certificate clients verify the endpoint with."""
-        if self._ca_path is None:
-            raise RuntimeError("the emulator is not running")
-        return self._ca_path
+        return _running(self._ca_path)
 
     @property
     def stats(self) -> SnapshotT:
@@ -258,9 +262,7 @@ class BaseEmulator(Generic[ServerT, UpstreamT, SnapshotT]):
     @property
     def upstream(self) -> UpstreamT:
         """The upstream server (for direct access in tests and benchmarks)."""
-        if self._upstream is None:
-            raise RuntimeError("the emulator is not running")
-        return self._upstream
+        return _running(self._upstream)
 
     def ssl_context(self) -> ssl.SSLContext:
         """A client TLS context that verifies the emulator's certificate (the ``ssl=`` of

@@ -13,6 +13,7 @@ Message layout (https://www.postgresql.org/docs/current/protocol-message-formats
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 
 __all__ = [
@@ -69,28 +70,14 @@ class ProtocolError(Exception):
 # Startup phase ---------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
 class SSLRequest:
     """The client asks to switch to TLS before the startup message."""
 
-    __slots__ = ()
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, SSLRequest)
-
-    def __hash__(self) -> int:
-        return hash(SSLRequest)
-
-
+@dataclasses.dataclass(frozen=True, slots=True)
 class GSSEncRequest:
     """The client asks for GSSAPI encryption (answered ``N``)."""
-
-    __slots__ = ()
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, GSSEncRequest)
-
-    def __hash__(self) -> int:
-        return hash(GSSEncRequest)
 
 
 class CancelRequest:

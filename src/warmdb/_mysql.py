@@ -34,12 +34,37 @@ if TYPE_CHECKING:
 __all__ = [
     "BROKEN_ERRNOS",
     "CONFLICT_ERRNOS",
+    "PYMYSQL_CONNECT_KEYS",
     "base_params",
     "check_tls",
     "classify_mysql",
     "errno_of",
     "tls_mode",
 ]
+
+#: The connect arguments PyMySQL's ``Connection`` and aiomysql's (its asyncio port) share, that
+#: warmdb passes through; each front adds its own (guarded by tests/unit/test_mysql.py). The
+#: endpoint's (host, port, user, password, database / db, ssl_ca) are warmdb's.
+PYMYSQL_CONNECT_KEYS = frozenset(
+    {
+        "autocommit",
+        "charset",
+        "client_flag",
+        "connect_timeout",
+        "conv",
+        "cursorclass",
+        "init_command",
+        "local_infile",
+        "program_name",
+        "read_default_file",
+        "read_default_group",
+        "server_public_key",
+        "sql_mode",
+        "ssl",
+        "unix_socket",
+        "use_unicode",
+    }
+)
 
 ACCESS_DENIED = 1045
 TOO_MANY = 1040

@@ -41,7 +41,7 @@ import pymysql.err
 from pymysql.constants import CLIENT, CR, SERVER_STATUS
 
 from warmdb._connect import ConnectPlan, open_connection_async
-from warmdb._mysql import base_params, check_tls, classify_mysql, tls_mode
+from warmdb._mysql import PYMYSQL_CONNECT_KEYS, base_params, check_tls, classify_mysql, tls_mode
 from warmdb._tls import ssl_context
 from warmdb.drivers import AsyncAdapter
 from warmdb.pools import async_queue_pool
@@ -57,32 +57,13 @@ if TYPE_CHECKING:
 
 __all__ = ["AiomysqlAdapter", "TLSRequiredConnection", "connect", "pool", "warm"]
 
-#: aiomysql.Connection's arguments (aiomysql 0.2 and 0.3; guarded by
-#: tests/unit/test_mysql_drivers.py) that warmdb passes through; the endpoint's (host, port,
-#: user, password, db) are warmdb's.
-_CONNECT_KEYS = frozenset(
-    {
-        "unix_socket",
-        "charset",
-        "sql_mode",
-        "read_default_file",
-        "conv",
-        "use_unicode",
-        "client_flag",
-        "cursorclass",
-        "init_command",
-        "connect_timeout",
-        "read_default_group",
-        "autocommit",
-        "echo",
-        "local_infile",
-        "loop",
-        "ssl",
-        "auth_plugin",
-        "program_name",
-        "server_public_key",
-    }
-)
+#: aiomysql.Connection's arguments warmdb passes through (aiomysql 0.2 and 0.3; guarded by
+#: tests/unit/test_mysql.py): PyMySQL's that it shares, and its own.
+_CONNECT_KEYS = PYMYSQL_CONNECT_KEYS | {
+    "auth_plugin",
+    "echo",
+    "loop",
+}
 
 
 class TLSRequiredConnection(aiomysql.Connection):
@@ -225,37 +206,16 @@ def warm(
     return AsyncKeeper(AiomysqlAdapter().plan(dsn, kwargs, custom_credentials_provider, policy))
 
 
-def pool(
-    dsn: str | None = None,
-    *,
-    min_size: int = 1,
-    max_size: int = 10,
-    timeout: float = 30.0,
-    retry: Any = None,
-    custom_credentials_provider: object | None = None,
-    policy: Policy | None = None,
-    **kwargs: object,
-) -> AsyncConnectionPool:
+def pool(dsn: str | None = None, **kwargs: Any) -> AsyncConnectionPool:
     """Return an asyncio pool of aiomysql connections
     (:class:`warmdb.pools.async_queue.AsyncConnectionPool`), with the checks of ``warm()`` at
     every checkout and a fresh token for every connection it opens.
 
     Open it with ``pool = await warmdb.aiomysql.pool(...)`` or ``async with
     warmdb.aiomysql.pool(...) as pool:``, then ``async with pool.connection() as conn:``.
+    The arguments are those of :func:`warmdb.pymysql.pool` but ``open``; connections beyond
+    ``min_size`` are closed when they come back and nobody waits.
 
-    :param dsn: as for :func:`connect`.
-    :param min_size: connections opened when the pool opens and kept (default 1).
-    :param max_size: connections open at once, at most; those beyond *min_size* are closed
-        when they come back and nobody waits.
-    :param timeout: seconds a checkout waits for a free connection, 30 by default.
-    :param retry: the OCC retry budget of ``pool.run_transaction()``.
-    :param custom_credentials_provider: as for :func:`connect`.
-    :param policy: lifetime, idle and ping checks, connect timeout and retries; the preset for
-        the endpoint by default (:data:`~warmdb.policy.RDS_PROXY` behind RDS Proxy).
-    :param kwargs: the other arguments of :func:`connect`.
     :raises ConfigurationError: bad arguments.
     """
-    plan = AiomysqlAdapter().plan(dsn, kwargs, custom_credentials_provider, policy)
-    return async_queue_pool(
-        plan, min_size=min_size, max_size=max_size, timeout=timeout, retry=retry
-    )
+    return async_queue_pool(AiomysqlAdapter(), dsn, kwargs)

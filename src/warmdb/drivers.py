@@ -149,17 +149,20 @@ class Adapter:
     ) -> ConnectPlan:
         """Resolve a front's call (``connect``, ``warm``, ``pool``...) for this driver.
 
+        ``policy`` and ``custom_credentials_provider`` may also come in *kwargs*, as fronts
+        that take their arguments as ``**kwargs`` pass them.
+
         :raises ConfigurationError: a bad, unknown or contradictory argument, or a plan this
             driver refuses (:meth:`check_plan`).
         """
         from warmdb._connect import ConnectPlan
 
+        rest = dict(kwargs)
+        provider = rest.pop("custom_credentials_provider", custom_credentials_provider)
+        # ConnectPlan checks the type.
+        chosen: Any = rest.pop("policy", policy)
         return ConnectPlan(
-            dsn,
-            kwargs,
-            adapter=self,
-            custom_credentials_provider=custom_credentials_provider,
-            policy=policy,
+            dsn, rest, adapter=self, custom_credentials_provider=provider, policy=chosen
         )
 
     def connect_params(self, plan: ConnectPlan, password: str | None) -> dict[str, Any]:

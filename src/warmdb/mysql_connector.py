@@ -36,7 +36,7 @@ from warmdb._connect import ConnectPlan, open_connection
 from warmdb._mysql import base_params, check_tls, classify_mysql, tls_mode
 from warmdb.drivers import SyncAdapter
 from warmdb.errors import ConfigurationError
-from warmdb.pools import queue_pool
+from warmdb.pools import pool_class_on_demand, queue_pool
 from warmdb.warm import Keeper
 
 TYPE_CHECKING = False
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
     from typing import Any
 
     from warmdb.drivers import ErrorVerdict
-    from warmdb.policy import Policy
     from warmdb.pools.queue import ConnectionPool
 
 __all__ = ["ConnectionPool", "MySQLConnectorAdapter", "connect", "pool", "warm"]
@@ -215,16 +214,11 @@ class MySQLConnectorAdapter(SyncAdapter):
         conn.rollback()
 
 
-def connect(
-    dsn: str | None = None,
-    *,
-    custom_credentials_provider: object | None = None,
-    policy: Policy | None = None,
-    **kwargs: object,
-) -> MySQLConnection:
+def connect(dsn: str | None = None, **kwargs: Any) -> MySQLConnection:
     """Open a mysql-connector connection, signing an RDS IAM token when the endpoint needs one.
 
-    The arguments are those of :func:`warmdb.pymysql.connect`, with any argument of
+    The arguments are those of :func:`warmdb.pymysql.connect` (``policy``,
+    ``custom_credentials_provider``, the endpoint's), with any argument of
     :func:`mysql.connector.connect` instead of PyMySQL's.
 
     :returns: mysql-connector's own (pure-Python) connection object.
@@ -234,50 +228,24 @@ def connect(
     :raises ConnectError: the connection failed, after the policy's retries
         (:class:`AuthenticationError` for error 1045); the driver's exception is the cause.
     """
-    conn: MySQLConnection = open_connection(
-        MySQLConnectorAdapter().plan(dsn, kwargs, custom_credentials_provider, policy)
-    )
+    conn: MySQLConnection = open_connection(MySQLConnectorAdapter().plan(dsn, kwargs))
     return conn
 
 
-def warm(
-    dsn: str | None = None,
-    *,
-    custom_credentials_provider: object | None = None,
-    policy: Policy | None = None,
-    **kwargs: object,
-) -> Keeper[MySQLConnection]:
+def warm(dsn: str | None = None, **kwargs: Any) -> Keeper[MySQLConnection]:
     """Return a :class:`~warmdb.warm.Keeper`: one connection kept across warm starts.
 
-    Nothing connects until the first ``keeper.connection()``; see :func:`warmdb.pymysql.warm`.
+    Nothing connects until the first ``keeper.connection()``; the arguments are those of
+    :func:`connect` (see :func:`warmdb.pymysql.warm`).
     """
-    return Keeper(MySQLConnectorAdapter().plan(dsn, kwargs, custom_credentials_provider, policy))
+    return Keeper(MySQLConnectorAdapter().plan(dsn, kwargs))
 
 
-def pool(
-    dsn: str | None = None,
-    *,
-    min_size: int = 1,
-    max_size: int = 10,
-    timeout: float = 30.0,
-    open: bool = True,
-    retry: Any = None,
-    custom_credentials_provider: object | None = None,
-    policy: Policy | None = None,
-    **kwargs: object,
-) -> ConnectionPool:
+def pool(dsn: str | None = None, **kwargs: Any) -> ConnectionPool:
     """Return a thread-safe pool of mysql-connector connections; the arguments are those of
     :func:`warmdb.pymysql.pool`."""
-    plan = MySQLConnectorAdapter().plan(dsn, kwargs, custom_credentials_provider, policy)
-    return queue_pool(
-        plan, min_size=min_size, max_size=max_size, timeout=timeout, open=open, retry=retry
-    )
+    return queue_pool(MySQLConnectorAdapter(), dsn, kwargs)
 
 
-def __getattr__(name: str) -> object:
-    # ConnectionPool, the class pool() returns, is imported on demand: it needs SQLAlchemy.
-    if name == "ConnectionPool":
-        from warmdb.pools.queue import ConnectionPool
-
-        return ConnectionPool
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# ConnectionPool, the class pool() returns, is imported on demand: it needs SQLAlchemy.
+__getattr__ = pool_class_on_demand(__name__)

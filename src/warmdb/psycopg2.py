@@ -29,7 +29,7 @@ import psycopg2.extensions
 from warmdb._connect import ConnectPlan, open_connection
 from warmdb._postgres import LIBPQ_KEYS, classify_postgres, dsql_engine_defaults, libpq_params
 from warmdb.drivers import SyncAdapter
-from warmdb.pools import queue_pool
+from warmdb.pools import pool_class_on_demand, queue_pool
 from warmdb.warm import Keeper
 
 TYPE_CHECKING = False
@@ -244,17 +244,18 @@ def pool(
     :param kwargs: the other arguments of :func:`connect`.
     :raises ConfigurationError: bad arguments, or SQLAlchemy is not installed.
     """
-    adapter = _adapter(connection_factory, cursor_factory)
-    plan = adapter.plan(dsn, kwargs, custom_credentials_provider, policy)
-    return queue_pool(
-        plan, min_size=min_size, max_size=max_size, timeout=timeout, open=open, retry=retry
+    arguments = dict(
+        kwargs,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=timeout,
+        open=open,
+        retry=retry,
+        policy=policy,
+        custom_credentials_provider=custom_credentials_provider,
     )
+    return queue_pool(_adapter(connection_factory, cursor_factory), dsn, arguments)
 
 
-def __getattr__(name: str) -> object:
-    # ConnectionPool, the class pool() returns, is imported on demand: it needs SQLAlchemy.
-    if name == "ConnectionPool":
-        from warmdb.pools.queue import ConnectionPool
-
-        return ConnectionPool
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# ConnectionPool, the class pool() returns, is imported on demand: it needs SQLAlchemy.
+__getattr__ = pool_class_on_demand(__name__)

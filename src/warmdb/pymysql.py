@@ -36,10 +36,10 @@ import pymysql.connections
 from pymysql.constants import SERVER_STATUS
 
 from warmdb._connect import ConnectPlan, open_connection
-from warmdb._mysql import base_params, check_tls, classify_mysql, tls_mode
+from warmdb._mysql import PYMYSQL_CONNECT_KEYS, base_params, check_tls, classify_mysql, tls_mode
 from warmdb._tls import ssl_context
 from warmdb.drivers import SyncAdapter
-from warmdb.pools import queue_pool
+from warmdb.pools import pool_class_on_demand, queue_pool
 from warmdb.warm import Keeper
 
 TYPE_CHECKING = False
@@ -52,41 +52,22 @@ if TYPE_CHECKING:
 
 __all__ = ["ConnectionPool", "PyMySQLAdapter", "connect", "pool", "warm"]
 
-#: pymysql.connections.Connection's arguments (PyMySQL 1.1 and 1.2; guarded by
-#: tests/unit/test_mysql_drivers.py) that warmdb passes through. The endpoint's (host, port,
-#: user, password, database, ssl_ca) are warmdb's; ``db`` and ``passwd`` are PyMySQL's
-#: deprecated spellings of ``database`` and ``password``.
-_CONNECT_KEYS = frozenset(
-    {
-        "unix_socket",
-        "charset",
-        "collation",
-        "sql_mode",
-        "read_default_file",
-        "conv",
-        "use_unicode",
-        "client_flag",
-        "cursorclass",
-        "init_command",
-        "connect_timeout",
-        "read_default_group",
-        "autocommit",
-        "local_infile",
-        "max_allowed_packet",
-        "defer_connect",
-        "auth_plugin_map",
-        "read_timeout",
-        "write_timeout",
-        "bind_address",
-        "binary_prefix",
-        "program_name",
-        "server_public_key",
-        "ssl",
-        "ssl_disabled",
-        "compress",
-        "named_pipe",
-    }
-)
+#: pymysql.connections.Connection's arguments warmdb passes through (PyMySQL 1.2; guarded by
+#: tests/unit/test_mysql.py). ``db`` and ``passwd``, PyMySQL's deprecated spellings of
+#: ``database`` and ``password``, are the endpoint's.
+_CONNECT_KEYS = PYMYSQL_CONNECT_KEYS | {
+    "auth_plugin_map",
+    "binary_prefix",
+    "bind_address",
+    "collation",
+    "compress",
+    "defer_connect",
+    "max_allowed_packet",
+    "named_pipe",
+    "read_timeout",
+    "ssl_disabled",
+    "write_timeout",
+}
 
 
 class PyMySQLAdapter(SyncAdapter):
@@ -214,45 +195,23 @@ def warm(
     return Keeper(PyMySQLAdapter().plan(dsn, kwargs, custom_credentials_provider, policy))
 
 
-def pool(
-    dsn: str | None = None,
-    *,
-    min_size: int = 1,
-    max_size: int = 10,
-    timeout: float = 30.0,
-    open: bool = True,
-    retry: Any = None,
-    custom_credentials_provider: object | None = None,
-    policy: Policy | None = None,
-    **kwargs: object,
-) -> ConnectionPool:
+def pool(dsn: str | None = None, **kwargs: Any) -> ConnectionPool:
     """Return a thread-safe pool of PyMySQL connections
     (:class:`warmdb.pools.queue.ConnectionPool`, as :func:`warmdb.psycopg2.pool`, whose
     documentation says what the checks at checkout are).
 
     :param dsn: as for :func:`connect`.
-    :param min_size: connections opened when the pool opens and kept (default 1).
-    :param max_size: connections open at once, at most.
-    :param timeout: seconds a checkout waits for a free connection, 30 by default.
-    :param open: open the *min_size* connections now (default).
-    :param retry: the OCC retry budget of ``pool.run_transaction()``
-        (:class:`warmdb.OCCRetryConfig`...; warmdb's default when ``None``).
-    :param custom_credentials_provider: as for :func:`connect`.
-    :param policy: lifetime, idle and ping checks, connect timeout and retries; the preset for
-        the endpoint by default (:data:`~warmdb.policy.RDS_PROXY` behind RDS Proxy).
-    :param kwargs: the other arguments of :func:`connect`.
+    :param kwargs: the pool's options: ``min_size`` (connections opened when the pool opens
+        and kept, default 1), ``max_size`` (open at once, at most, default 10), ``timeout``
+        (seconds a checkout waits for a free connection, default 30), ``open`` (open the
+        *min_size* connections now, default ``True``), ``retry`` (the OCC retry budget of
+        ``pool.run_transaction()``); ``policy`` (lifetime, idle and ping checks, connect
+        timeout and retries; the endpoint's preset by default, :data:`~warmdb.policy.RDS_PROXY`
+        behind RDS Proxy) and every argument of :func:`connect`.
     :raises ConfigurationError: bad arguments, or SQLAlchemy is not installed.
     """
-    plan = PyMySQLAdapter().plan(dsn, kwargs, custom_credentials_provider, policy)
-    return queue_pool(
-        plan, min_size=min_size, max_size=max_size, timeout=timeout, open=open, retry=retry
-    )
+    return queue_pool(PyMySQLAdapter(), dsn, kwargs)
 
 
-def __getattr__(name: str) -> object:
-    # ConnectionPool, the class pool() returns, is imported on demand: it needs SQLAlchemy.
-    if name == "ConnectionPool":
-        from warmdb.pools.queue import ConnectionPool
-
-        return ConnectionPool
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# ConnectionPool, the class pool() returns, is imported on demand: it needs SQLAlchemy.
+__getattr__ = pool_class_on_demand(__name__)

@@ -28,14 +28,21 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Mapping
     from typing import Any
 
-    from warmdb._connect import ConnectPlan
+    from warmdb.drivers import AsyncAdapter, SyncAdapter
     from warmdb.pools.async_queue import AsyncConnectionPool
     from warmdb.pools.queue import ConnectionPool
 
-__all__ = ["AsyncTransactions", "Transactions", "async_queue_pool", "queue_pool"]
+__all__ = [
+    "POOL_OPTIONS",
+    "AsyncTransactions",
+    "Transactions",
+    "async_queue_pool",
+    "pool_class_on_demand",
+    "queue_pool",
+]
 
 
 class Transactions:
@@ -78,56 +85,80 @@ class AsyncTransactions:
         return await run_transaction_async(self, callback, retry=merged, with_attempt=False)
 
 
-def queue_pool(
-    plan: ConnectPlan,
-    *,
-    min_size: int,
-    max_size: int,
-    timeout: float,
-    open: bool,
-    retry: Any = None,
-) -> ConnectionPool:
-    """A :class:`warmdb.pools.queue.ConnectionPool` for a sync driver's *plan*, checked
-    arguments included; what the sync drivers' ``pool()`` returns.
+def queue_pool(adapter: SyncAdapter, dsn: str | None, kwargs: Mapping[str, Any]) -> ConnectionPool:
+    """A :class:`warmdb.pools.queue.ConnectionPool` of *adapter*'s connections: what the sync
+    drivers' ``pool()`` returns.
 
-    :raises ConfigurationError: a bad size or timeout, or SQLAlchemy is not installed.
+    :param kwargs: the ``pool()`` call's keyword arguments: the pool's options
+        (:data:`POOL_OPTIONS`, and ``open=True``), ``policy``, ``custom_credentials_provider``,
+        the endpoint's and the driver's arguments.
+    :raises ConfigurationError: a bad argument, or SQLAlchemy is not installed.
     """
     from warmdb.errors import ConfigurationError
 
-    _check_sizes(min_size, max_size, timeout)
+    kwargs = dict(kwargs)
+    options = _pool_options(kwargs, open=True)
+    plan = adapter.plan(dsn, kwargs)
     try:
         # Imported here: a driver module alone must not pay for SQLAlchemy.
         from warmdb.pools.queue import ConnectionPool
     except ModuleNotFoundError as exc:
-        name = plan.adapter.name
         raise ConfigurationError(
-            f"warmdb.{name}.pool() is built on SQLAlchemy's pool: "
-            f"pip install 'warmdb[{name},sqlalchemy]'"
+            f"warmdb.{adapter.name}.pool() is built on SQLAlchemy's pool: "
+            f"pip install 'warmdb[{adapter.name},sqlalchemy]'"
         ) from exc
-    return ConnectionPool(
-        plan, min_size=min_size, max_size=max_size, timeout=timeout, open=open, retry=retry
-    )
+    return ConnectionPool(plan, **options)
 
 
 def async_queue_pool(
-    plan: ConnectPlan, *, min_size: int, max_size: int, timeout: float, retry: Any = None
+    adapter: AsyncAdapter, dsn: str | None, kwargs: Mapping[str, Any]
 ) -> AsyncConnectionPool:
-    """A :class:`warmdb.pools.async_queue.AsyncConnectionPool` for an async driver's *plan*,
-    checked arguments included, not opened yet; what ``warmdb.aiomysql.pool()`` returns.
+    """A :class:`warmdb.pools.async_queue.AsyncConnectionPool` of *adapter*'s connections, not
+    opened yet: what ``warmdb.aiomysql.pool()`` returns.
 
-    :raises ConfigurationError: a bad size or timeout.
+    :param kwargs: as for :func:`queue_pool`, without ``open`` (``await`` the pool or use
+        ``async with`` to open it).
+    :raises ConfigurationError: a bad argument.
     """
-    _check_sizes(min_size, max_size, timeout)
     from warmdb.pools.async_queue import AsyncConnectionPool  # asyncio: async users only
 
-    return AsyncConnectionPool(
-        plan, min_size=min_size, max_size=max_size, timeout=timeout, retry=retry
-    )
+    kwargs = dict(kwargs)
+    options = _pool_options(kwargs)
+    return AsyncConnectionPool(adapter.plan(dsn, kwargs), **options)
 
 
-def _check_sizes(min_size: int, max_size: int, timeout: float) -> None:
+#: The options every warmdb-built pool takes, and their defaults.
+POOL_OPTIONS: dict[str, Any] = {
+    "min_size": 1,
+    "max_size": 10,
+    "timeout": 30.0,
+    "retry": None,
+}
+
+
+def _pool_options(kwargs: dict[str, Any], **more: Any) -> dict[str, Any]:
+    """Take the pool's options (:data:`POOL_OPTIONS` and *more*, with their defaults) out of
+    a ``pool()`` call's *kwargs*, checked."""
     from warmdb._arguments import check_count, check_seconds
 
-    check_count("min_size", min_size, minimum=0)
-    check_count("max_size", max_size, minimum=max(1, min_size))
-    check_seconds("timeout", timeout, positive=True)
+    defaults = {**POOL_OPTIONS, **more}
+    options = {name: kwargs.pop(name, default) for name, default in defaults.items()}
+    check_count("min_size", options["min_size"], minimum=0)
+    check_count("max_size", options["max_size"], minimum=max(1, options["min_size"]))
+    check_seconds("timeout", options["timeout"], positive=True)
+    return options
+
+
+def pool_class_on_demand(module: str) -> Callable[[str], object]:
+    """A module ``__getattr__`` that gives ``ConnectionPool`` (the class a sync driver's
+    ``pool()`` returns) on first use, so importing the driver module does not import
+    SQLAlchemy."""
+
+    def __getattr__(name: str) -> object:
+        if name == "ConnectionPool":
+            from warmdb.pools.queue import ConnectionPool
+
+            return ConnectionPool
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    return __getattr__

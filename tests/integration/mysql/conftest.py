@@ -94,7 +94,10 @@ class Front:
         if self.kind == "keeper":
             self.target = module.warm(**kwargs)
         elif self.kind == "pool":
-            self.target = module.pool(**kwargs, min_size=1, max_size=1)
+            # Opened at the first checkout, as a keeper is: a connection's age counts from
+            # the face's first use.
+            opened = {} if self.is_async else {"open": False}
+            self.target = module.pool(**kwargs, min_size=1, max_size=1, **opened)
         else:
             url = DIALECTS[self.driver] + "://"
             host, port, user = kwargs.pop("host"), kwargs.pop("port"), kwargs.pop("user")

@@ -10,9 +10,10 @@ from warmdb.errors import ConfigurationError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
+    from typing import Any
 
-__all__ = ["check_count", "check_seconds", "did_you_mean"]
+__all__ = ["arguments_of", "check_count", "check_seconds", "did_you_mean"]
 
 
 def check_count(name: str, value: object, *, minimum: int) -> int:
@@ -47,3 +48,20 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def arguments_of(
+    function: Callable[..., object], *args: object, **kwargs: object
+) -> dict[str, Any]:
+    """The arguments of a call of *function* by parameter name, its defaults filled in and
+    its ``**kwargs`` parameter as one dict: how an async twin that takes ``**kwargs`` (as
+    SQLAlchemy's ``create_async_engine`` does) gets the named arguments of its sync
+    original, whose signature lists and documents them once.
+
+    :raises TypeError: the arguments do not fit *function*'s signature.
+    """
+    import inspect  # only where a twin is called, at set-up time
+
+    bound = inspect.signature(function).bind(*args, **kwargs)
+    bound.apply_defaults()
+    return dict(bound.arguments)

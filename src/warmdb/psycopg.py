@@ -28,6 +28,7 @@ import contextlib
 
 import psycopg
 
+from warmdb._arguments import arguments_of
 from warmdb._connect import ConnectPlan, open_connection, open_connection_async
 from warmdb._postgres import LIBPQ_KEYS, classify_postgres, dsql_engine_defaults, libpq_params
 from warmdb.drivers import AsyncAdapter, SyncAdapter
@@ -35,7 +36,7 @@ from warmdb.warm import AsyncKeeper, Keeper
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Callable
     from typing import Any, ClassVar
 
     from psycopg_pool import AsyncConnectionPool, ConnectionPool
@@ -366,39 +367,21 @@ def pool(
         :func:`connect`.
     :raises ConfigurationError: a bad argument, named in the message.
     """
-    # The parameters, by name, as _pool takes them (both fronts share one body).
+    # The parameters, by name, as _pool takes them (pool_async shares the body).
     return _pool(sync=True, **locals())
 
 
-def pool_async(
-    conninfo: str = "",
-    *,
-    policy: Policy | None = None,
-    min_size: int = 4,
-    max_size: int | None = None,
-    open: bool | None = None,
-    name: str | None = None,
-    timeout: float = 30.0,
-    max_waiting: int = 0,
-    reconnect_timeout: float = 5 * 60.0,
-    reconnect_failed: Callable[[AsyncConnectionPool], object] | None = None,
-    num_workers: int = 3,
-    configure: Callable[[psycopg.AsyncConnection], Awaitable[None]] | None = None,
-    reset: Callable[[psycopg.AsyncConnection], Awaitable[None]] | None = None,
-    connection_class: type[psycopg.AsyncConnection] = psycopg.AsyncConnection,
-    custom_credentials_provider: object | None = None,
-    retry: Any = None,
-    **kwargs: object,
-) -> AsyncConnectionPool:
+def pool_async(conninfo: str = "", **kwargs: Any) -> AsyncConnectionPool:
     """Return a :class:`psycopg_pool.AsyncConnectionPool`; the arguments are those of
-    :func:`pool`, with async callbacks and connection class.
+    :func:`pool`, with async callbacks (``configure``, ``reset``) and a subclass of
+    :class:`psycopg.AsyncConnection` as ``connection_class``.
 
     As with psycopg_pool, open it in a coroutine: ``async with db.pool_async(...) as pool:``,
     or ``open=False`` and ``await pool.open()``. A ``password`` callable may return an
     awaitable.
     """
-    # The parameters, by name, as _pool takes them (both fronts share one body).
-    return _pool(sync=False, **locals())
+    kwargs.setdefault("connection_class", psycopg.AsyncConnection)
+    return _pool(sync=False, **arguments_of(pool, conninfo, **kwargs))
 
 
 def _pool(*, sync: bool, connection_class: type, **arguments: Any) -> Any:

@@ -56,7 +56,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import Pool, QueuePool
 
 from warmdb import drivers
-from warmdb._arguments import check_count, check_seconds
+from warmdb._arguments import arguments_of, check_count, check_seconds
 from warmdb._connect import open_connection, open_connection_async
 from warmdb.endpoint import FAMILIES
 from warmdb.errors import ConfigurationError
@@ -119,27 +119,14 @@ def create_engine(
         :func:`sqlalchemy.create_engine` argument (``isolation_level``, ``pool_pre_ping``...).
     :raises ConfigurationError: bad or contradictory arguments (also those SQLAlchemy refuses).
     """
-    # The parameters, by name, as _EngineSetup takes them (both fronts share one body).
+    # The parameters, by name, as _EngineSetup takes them (create_async_engine shares it).
     setup = _EngineSetup(is_async=False, **locals())
     engine = setup.build(sqlalchemy.create_engine)
     setup.install(engine)
     return engine
 
 
-def create_async_engine(
-    url: str | URL | None = None,
-    *,
-    driver: str | None = None,
-    policy: Policy | None = None,
-    custom_credentials_provider: object | None = None,
-    poolclass: type[Pool] | None = None,
-    pool_size: int | None = None,
-    max_overflow: int | None = None,
-    pool_timeout: float | None = None,
-    connect_args: Mapping[str, Any] | None = None,
-    echo: bool | str = False,
-    **kwargs: Any,
-) -> AsyncEngine:
+def create_async_engine(url: str | URL | None = None, **kwargs: Any) -> AsyncEngine:
     """Return a SQLAlchemy :class:`~sqlalchemy.ext.asyncio.AsyncEngine` opened by warmdb.
 
     The arguments are those of :func:`create_engine`; *driver* is ``"psycopg"`` (the
@@ -150,8 +137,7 @@ def create_async_engine(
     asyncpg connections belong to the event loop that opened them: share an engine only
     within one loop (``poolclass=NullPool`` for ``asyncio.run()`` per invocation).
     """
-    # The parameters, by name, as _EngineSetup takes them (both fronts share one body).
-    setup = _EngineSetup(is_async=True, **locals())
+    setup = _EngineSetup(is_async=True, **arguments_of(create_engine, url, **kwargs))
     from sqlalchemy.ext.asyncio import create_async_engine as sa_create_async_engine
 
     engine = setup.build(sa_create_async_engine)

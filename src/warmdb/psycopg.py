@@ -28,7 +28,7 @@ import contextlib
 
 import psycopg
 
-from warmdb._arguments import arguments_of
+from warmdb._arguments import keyword_arguments_of
 from warmdb._connect import ConnectPlan, open_connection, open_connection_async
 from warmdb._postgres import LIBPQ_KEYS, classify_postgres, dsql_engine_defaults, libpq_params
 from warmdb.drivers import AsyncAdapter, SyncAdapter
@@ -381,7 +381,7 @@ def pool_async(conninfo: str = "", **kwargs: Any) -> AsyncConnectionPool:
     awaitable.
     """
     kwargs.setdefault("connection_class", psycopg.AsyncConnection)
-    return _pool(sync=False, **arguments_of(pool, conninfo, **kwargs))
+    return _pool(sync=False, conninfo=conninfo, **keyword_arguments_of(pool, kwargs))
 
 
 def _pool(*, sync: bool, connection_class: type, **arguments: Any) -> Any:

@@ -56,7 +56,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import Pool, QueuePool
 
 from warmdb import drivers
-from warmdb._arguments import arguments_of, check_count, check_seconds
+from warmdb._arguments import check_count, check_seconds, keyword_arguments_of
 from warmdb._connect import open_connection, open_connection_async
 from warmdb.endpoint import FAMILIES
 from warmdb.errors import ConfigurationError
@@ -137,7 +137,7 @@ def create_async_engine(url: str | URL | None = None, **kwargs: Any) -> AsyncEng
     asyncpg connections belong to the event loop that opened them: share an engine only
     within one loop (``poolclass=NullPool`` for ``asyncio.run()`` per invocation).
     """
-    setup = _EngineSetup(is_async=True, **arguments_of(create_engine, url, **kwargs))
+    setup = _EngineSetup(is_async=True, url=url, **keyword_arguments_of(create_engine, kwargs))
     from sqlalchemy.ext.asyncio import create_async_engine as sa_create_async_engine
 
     engine = setup.build(sa_create_async_engine)

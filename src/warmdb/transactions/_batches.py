@@ -25,7 +25,7 @@ import re
 import time
 from functools import partial
 
-from warmdb._arguments import check_count, check_seconds
+from warmdb._arguments import check_count, check_seconds, keyword_arguments_of
 from warmdb._steps import run, run_async
 from warmdb.errors import BatchWriteError, ConfigurationError
 from warmdb.transactions._conflict import adapter_for_connection
@@ -377,22 +377,16 @@ def write_batches(
 
 
 async def write_batches_async(
-    target: Any,
-    statement: str,
-    rows: Iterable[Any],
-    *,
-    batch_rows: int = DEFAULT_BATCH_ROWS,
-    batch_bytes: int | None = DEFAULT_BATCH_BYTES,
-    batch_time: float = DEFAULT_BATCH_TIME,
-    resume_from: int = 0,
-    retry: Retry = None,
-    progress: Callable[[BatchResult], object] | None = None,
+    target: Any, statement: str, rows: Iterable[Any], **options: Any
 ) -> BatchResult:
     """:func:`write_batches` for asyncio targets (those of :func:`run_transaction_async`).
 
-    *rows* is a plain iterable here too; the parameters are :func:`write_batches`'s.
+    *rows* is a plain iterable here too; the parameters are :func:`write_batches`'s, by
+    keyword.
     """
-    plan = _Plan(rows, batch_rows, batch_bytes, batch_time, resume_from, progress)
+    named = keyword_arguments_of(write_batches, options)
+    retry = named.pop("retry")
+    plan = _Plan(rows, **named)
     return await run_async(
         plan.steps(run_transaction_async, target, _ingest_async, statement, retry)
     )

@@ -30,6 +30,7 @@ from __future__ import annotations
 import time
 from functools import partial
 
+from warmdb._arguments import keyword_arguments_of
 from warmdb._log import get_logger
 from warmdb._steps import run, run_async
 from warmdb.errors import ConfigurationError, TransactionError, UsageError
@@ -334,27 +335,17 @@ def run_transaction(
     return run(transaction.steps(time.sleep))
 
 
-async def run_transaction_async(
-    target: Any,
-    fn: Callable[..., Awaitable[T]],
-    *,
-    retry: Retry = None,
-    with_attempt: bool = True,
-    on_conflict: Callable[[ConflictRetryEvent], object] | None = None,
-    max_age: float | None = None,
-    age_warning: float | None = 240.0,
-) -> T:
+async def run_transaction_async(target: Any, fn: Callable[..., Awaitable[T]], **options: Any) -> T:
     """:func:`run_transaction` for asyncio: ``fn(conn, attempt)`` is a coroutine function.
 
     :param target: an async driver connection (psycopg ``AsyncConnection``, asyncpg), a
         ``warm_async()`` keeper, a warmdb async pool, an asyncpg pool, a SQLAlchemy
         ``AsyncEngine`` or an ``async_sessionmaker``.
 
-    The other parameters are :func:`run_transaction`'s.
+    The other parameters are :func:`run_transaction`'s, by keyword.
     """
     import asyncio
 
-    transaction = _Transaction(
-        target, fn, retry, with_attempt, on_conflict, max_age, age_warning, is_async=True
-    )
+    named = keyword_arguments_of(run_transaction, options)
+    transaction = _Transaction(target, fn, *named.values(), is_async=True)
     return await run_async(transaction.steps(asyncio.sleep))

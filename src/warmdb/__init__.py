@@ -1,7 +1,8 @@
 """warmdb: fast, safe database connections from serverless Python.
 
-The driver modules are the entry points: :mod:`warmdb.psycopg`, :mod:`warmdb.psycopg2` and
-:mod:`warmdb.asyncpg`. This package imports nothing heavy, so importing it costs a cold start
+The driver modules are the entry points: :mod:`warmdb.psycopg`, :mod:`warmdb.psycopg2`,
+:mod:`warmdb.asyncpg`, :mod:`warmdb.pymysql`, :mod:`warmdb.mysql_connector` and
+:mod:`warmdb.aiomysql`. This package imports nothing heavy, so importing it costs a cold start
 next to nothing. It gives the exceptions, :class:`~warmdb.policy.Policy`,
 :func:`~warmdb.governor.limit_connect_rate`, :func:`generate_token`, and (imported on first
 use) :mod:`warmdb.transactions`' ``run_transaction``, ``write_batches`` (and their async

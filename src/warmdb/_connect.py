@@ -204,6 +204,12 @@ class ConnectPlan:
                 raise _callable_failed(exc) from exc
         return password
 
+    def event_origin(self) -> dict[str, Any]:
+        """Where this plan's events come from: ``driver``, ``host`` and ``port``, the fields
+        every :mod:`warmdb.events` event starts with."""
+        endpoint = self.endpoint
+        return {"driver": self.adapter.name, "host": endpoint.host, "port": endpoint.port}
+
     @property
     def uses_token(self) -> bool:
         """Whether each connect signs (or reuses) an IAM token."""
@@ -336,12 +342,9 @@ class Attempts:
                 f"{plan.endpoint.host}:{plan.endpoint.port}",
                 plan.policy.retry_timeout,
             )
-        endpoint = plan.endpoint
         events.emit_retry(
             events.RetryEvent(
-                driver=plan.adapter.name,
-                host=endpoint.host,
-                port=endpoint.port,
+                **plan.event_origin(),
                 attempt=self.attempts,
                 reason=error.reason or "",
                 sqlstate=error.sqlstate,
@@ -354,13 +357,10 @@ class Attempts:
     def succeeded(self, attempt_started: float, now: float) -> None:
         """Report the open connection (see :class:`warmdb.events.ConnectEvent`)."""
         plan = self.plan
-        endpoint = plan.endpoint
         events.emit_connect(
             events.ConnectEvent(
-                driver=plan.adapter.name,
-                host=endpoint.host,
-                port=endpoint.port,
-                user=endpoint.user,
+                **plan.event_origin(),
+                user=plan.endpoint.user,
                 attempts=self.attempts,
                 seconds=now - self.started,
                 connect_seconds=now - attempt_started,

@@ -14,17 +14,9 @@ from __future__ import annotations
 
 import ssl
 
+from warmdb import retry
 from warmdb.drivers import ErrorVerdict
 from warmdb.errors import ConfigurationError
-from warmdb.retry import (
-    AUTH,
-    REFUSED,
-    RESET,
-    SERVER_STARTING,
-    TIMEOUT,
-    TOO_MANY_CONNECTIONS,
-    classify_os_error,
-)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -83,15 +75,15 @@ CONFLICT_ERRNOS = frozenset({1213, 1205})
 # Why trying the connect again may work, by error number. 2003 (can't connect) wraps the
 # socket error, which refines it (a timeout is a timeout); 2002 is the same over a socket file.
 _REASON_BY_ERRNO = {
-    ACCESS_DENIED: AUTH,
-    TOO_MANY: TOO_MANY_CONNECTIONS,
-    1203: TOO_MANY_CONNECTIONS,  # the user's max_user_connections
-    1053: SERVER_STARTING,
-    2002: REFUSED,
-    CANT_CONNECT: REFUSED,
-    SERVER_GONE: RESET,
-    LOST_CONNECTION: RESET,
-    2055: RESET,
+    ACCESS_DENIED: retry.AUTH,
+    TOO_MANY: retry.TOO_MANY_CONNECTIONS,
+    1203: retry.TOO_MANY_CONNECTIONS,  # the user's max_user_connections
+    1053: retry.SERVER_STARTING,
+    2002: retry.REFUSED,
+    CANT_CONNECT: retry.REFUSED,
+    SERVER_GONE: retry.RESET,
+    LOST_CONNECTION: retry.RESET,
+    2055: retry.RESET,
 }
 
 
@@ -123,7 +115,7 @@ def classify_mysql(exc: BaseException, *, broken: bool = False) -> ErrorVerdict:
         # No number: a socket failure the driver let through, or one it wrapped (PyMySQL's
         # 2003 keeps it as ``original_exception``; every driver chains it as the cause).
         inner = getattr(exc, "original_exception", None) or exc.__cause__ or exc
-        reason = classify_os_error(inner)
+        reason = retry.classify_os_error(inner)
         is_socket = isinstance(exc, OSError) or reason is not None
         return ErrorVerdict(reason=reason, broken=broken or is_socket)
     reason = _REASON_BY_ERRNO.get(number)
@@ -136,11 +128,11 @@ def classify_mysql(exc: BaseException, *, broken: bool = False) -> ErrorVerdict:
         elif number in (CANT_CONNECT, 2002):
             # "Can't connect": a refused or reset TCP connect and a timeout are worth
             # retrying; an unknown host is not.
-            reason = classify_os_error(inner)
+            reason = retry.classify_os_error(inner)
         else:
-            reason = classify_os_error(inner) or reason
+            reason = retry.classify_os_error(inner) or reason
     elif number == CANT_CONNECT and "timed out" in str(exc).lower():
-        reason = TIMEOUT
+        reason = retry.TIMEOUT
     conflict = str(number) if number in CONFLICT_ERRNOS else None
     return ErrorVerdict(
         errno=number, reason=reason, broken=broken or number in BROKEN_ERRNOS, conflict=conflict

@@ -59,11 +59,7 @@ __all__ = ["AiomysqlAdapter", "TLSRequiredConnection", "connect", "pool", "warm"
 
 #: aiomysql.Connection's arguments warmdb passes through (aiomysql 0.2 and 0.3; guarded by
 #: tests/unit/test_mysql.py): PyMySQL's that it shares, and its own.
-_CONNECT_KEYS = PYMYSQL_CONNECT_KEYS | {
-    "auth_plugin",
-    "echo",
-    "loop",
-}
+_CONNECT_KEYS = PYMYSQL_CONNECT_KEYS | {"auth_plugin", "echo", "loop"}
 
 
 class TLSRequiredConnection(aiomysql.Connection):

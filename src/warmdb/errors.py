@@ -27,20 +27,7 @@ driver messages are scrubbed of the secret that was sent before they are wrapped
 
 from __future__ import annotations
 
-__all__ = [
-    "AuthenticationError",
-    "BatchWriteError",
-    "ConfigurationError",
-    "ConflictError",
-    "ConnectError",
-    "CredentialsError",
-    "PoolClosed",
-    "PoolError",
-    "PoolTimeout",
-    "TransactionError",
-    "UsageError",
-    "WarmdbError",
-]
+# The public list is warmdb's own __all__: every exception is re-exported there.
 
 
 class WarmdbError(Exception):

@@ -179,20 +179,14 @@ def connect(
     return conn
 
 
-def warm(
-    dsn: str | None = None,
-    *,
-    custom_credentials_provider: object | None = None,
-    policy: Policy | None = None,
-    **kwargs: object,
-) -> Keeper[pymysql.connections.Connection]:
+def warm(dsn: str | None = None, **kwargs: Any) -> Keeper[pymysql.connections.Connection]:
     """Return a :class:`~warmdb.warm.Keeper`: one connection kept across warm starts.
 
     Nothing connects until the first ``keeper.connection()``. The arguments are those of
     :func:`connect`; the endpoint is resolved now, so a bad argument fails at import time.
     Behind RDS Proxy pass ``policy=warmdb.policy.RDS_PROXY``.
     """
-    return Keeper(PyMySQLAdapter().plan(dsn, kwargs, custom_credentials_provider, policy))
+    return Keeper(PyMySQLAdapter().plan(dsn, kwargs))
 
 
 def pool(dsn: str | None = None, **kwargs: Any) -> ConnectionPool:

@@ -218,12 +218,9 @@ def _ping_steps(
 
 def report_recycle(plan: ConnectPlan, kept: KeptConnection, reason: str, now: float) -> None:
     """Report that a kept or pooled connection is being replaced (see :mod:`warmdb.events`)."""
-    endpoint = plan.endpoint
     events.emit_recycle(
         events.RecycleEvent(
-            driver=plan.adapter.name,
-            host=endpoint.host,
-            port=endpoint.port,
+            **plan.event_origin(),
             reason=reason,
             age=now - kept.opened_at,
             idle=now - kept.last_used,

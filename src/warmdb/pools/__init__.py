@@ -31,18 +31,64 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
     from typing import Any
 
+    from warmdb._connect import ConnectPlan
     from warmdb.drivers import AsyncAdapter, SyncAdapter
+    from warmdb.policy import Policy
     from warmdb.pools.async_queue import AsyncConnectionPool
     from warmdb.pools.queue import ConnectionPool
 
 __all__ = [
     "POOL_OPTIONS",
     "AsyncTransactions",
+    "SizedPool",
     "Transactions",
     "async_queue_pool",
     "pool_class_on_demand",
     "queue_pool",
 ]
+
+
+class SizedPool:
+    """What warmdb's own pools (:class:`~warmdb.pools.queue.ConnectionPool`,
+    :class:`~warmdb.pools.async_queue.AsyncConnectionPool`) share: their plan and options,
+    the policy they apply, and how they show.
+
+    :ivar min_size: connections opened at open and kept.
+    :ivar max_size: connections open at once, at most.
+    :ivar timeout: seconds a checkout waits for a free connection.
+    :ivar retry: the OCC retry budget of ``run_transaction()``.
+    """
+
+    __slots__ = ("_adapter", "_closed", "_plan", "max_size", "min_size", "retry", "timeout")
+
+    def __init__(
+        self, plan: ConnectPlan, *, min_size: int, max_size: int, timeout: float, retry: Any
+    ) -> None:
+        self._plan = plan
+        self._adapter = plan.adapter
+        self.min_size = min_size
+        self.max_size = max_size
+        self.timeout = timeout
+        self.retry = retry
+        self._closed = False
+
+    @property
+    def policy(self) -> Policy:
+        """The :class:`~warmdb.policy.Policy` the checkout checks apply."""
+        policy: Policy = self._plan.policy
+        return policy
+
+    @property
+    def checked_out(self) -> int:
+        """Connections currently handed out."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{self.checked_out} checked out"
+        return (
+            f"<{type(self).__name__} {self._adapter.name} {self._plan.endpoint!r} "
+            f"min_size={self.min_size} max_size={self.max_size} {state}>"
+        )
 
 
 class Transactions:

@@ -24,7 +24,7 @@ from collections import deque
 from warmdb._connect import open_connection_async
 from warmdb.errors import PoolClosed, PoolTimeout, UsageError
 from warmdb.policy import random_fraction
-from warmdb.pools import AsyncTransactions
+from warmdb.pools import AsyncTransactions, SizedPool
 from warmdb.warm import KeptConnection, judge_async, report_recycle
 
 TYPE_CHECKING = False
@@ -35,12 +35,11 @@ if TYPE_CHECKING:
 
     from warmdb._connect import ConnectPlan
     from warmdb.drivers import AsyncAdapter
-    from warmdb.policy import Policy
 
 __all__ = ["AsyncConnectionPool"]
 
 
-class AsyncConnectionPool(AsyncTransactions):
+class AsyncConnectionPool(SizedPool, AsyncTransactions):
     """An asyncio pool of one async driver's connections, for one plan.
 
     Use ``async with pool.connection() as conn:``, or :meth:`getconn` / :meth:`putconn`.
@@ -53,19 +52,7 @@ class AsyncConnectionPool(AsyncTransactions):
     :param retry: the OCC retry budget of :meth:`run_transaction`.
     """
 
-    __slots__ = (
-        "_adapter",
-        "_closed",
-        "_handed_out",
-        "_idle",
-        "_plan",
-        "_size",
-        "_waiters",
-        "max_size",
-        "min_size",
-        "retry",
-        "timeout",
-    )
+    __slots__ = ("_handed_out", "_idle", "_size", "_waiters")
 
     def __init__(
         self,
@@ -76,12 +63,8 @@ class AsyncConnectionPool(AsyncTransactions):
         timeout: float,
         retry: Any = None,
     ) -> None:
-        self._plan = plan
+        super().__init__(plan, min_size=min_size, max_size=max_size, timeout=timeout, retry=retry)
         self._adapter: AsyncAdapter = plan.adapter
-        self.min_size = min_size
-        self.max_size = max_size
-        self.timeout = timeout
-        self.retry = retry
         # Idle connections, the most recently given back last.
         self._idle: list[tuple[Any, KeptConnection]] = []
         # Checkouts waiting for a connection, in arrival order.
@@ -90,12 +73,6 @@ class AsyncConnectionPool(AsyncTransactions):
         self._handed_out: dict[int, KeptConnection] = {}
         # Connections open or being opened: what max_size bounds.
         self._size = 0
-        self._closed = False
-
-    @property
-    def policy(self) -> Policy:
-        """The :class:`~warmdb.policy.Policy` the checkout checks apply."""
-        return self._plan.policy
 
     @property
     def checked_out(self) -> int:
@@ -190,13 +167,6 @@ class AsyncConnectionPool(AsyncTransactions):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else f"{self.checked_out} checked out"
-        return (
-            f"<AsyncConnectionPool {self._adapter.name} {self._plan.endpoint!r} "
-            f"min_size={self.min_size} max_size={self.max_size} {state}>"
-        )
 
     async def _take(self) -> tuple[Any, KeptConnection]:
         """An idle connection, a new one while under *max_size*, or the next one given

@@ -24,7 +24,7 @@ from sqlalchemy.pool import QueuePool
 from warmdb._connect import open_connection
 from warmdb.errors import PoolClosed, PoolTimeout, UsageError
 from warmdb.policy import random_fraction as policy_random_fraction
-from warmdb.pools import Transactions
+from warmdb.pools import SizedPool, Transactions
 from warmdb.warm import PING, REUSE, KeptConnection, decide, report_recycle
 
 TYPE_CHECKING = False
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 
     from warmdb._connect import ConnectPlan
     from warmdb.drivers import SyncAdapter
-    from warmdb.policy import Policy
 
 __all__ = ["ConnectionPool", "PoolCheck", "watch_pool"]
 
@@ -158,7 +157,7 @@ class PoolCheck:
             report_recycle(self._plan, kept, "broken", self._clock())
 
 
-class ConnectionPool(Transactions):
+class ConnectionPool(SizedPool, Transactions):
     """A thread-safe pool of a sync driver's connections, made by the driver's ``pool()``.
 
     ::
@@ -200,11 +199,7 @@ class ConnectionPool(Transactions):
         open: bool = True,
         retry: Any = None,
     ) -> None:
-        self.retry = retry
-        self.min_size = min_size
-        self.max_size = max_size
-        self.timeout = timeout
-        self._plan = plan
+        super().__init__(plan, min_size=min_size, max_size=max_size, timeout=timeout, retry=retry)
         self._adapter: SyncAdapter = plan.adapter
         # QueuePool keeps pool_size connections when they come back; 0 would mean no limit.
         self._pool = QueuePool(
@@ -219,15 +214,9 @@ class ConnectionPool(Transactions):
         self._lock = threading.Lock()
         # getconn() hands out the bare connection; putconn() needs SQLAlchemy's handle back.
         self._handed_out: dict[int, _PoolCheckout] = {}
-        self._closed = False
         self._opened = False
         if open:
             self.open()
-
-    @property
-    def policy(self) -> Policy:
-        """The :class:`~warmdb.policy.Policy` the checkout checks apply."""
-        return self._plan.policy
 
     @property
     def checked_out(self) -> int:
@@ -300,13 +289,6 @@ class ConnectionPool(Transactions):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else f"{self.checked_out} checked out"
-        return (
-            f"<ConnectionPool {self._adapter.name} {self._plan.endpoint!r} "
-            f"min_size={self.min_size} max_size={self.max_size} {state}>"
-        )
 
 
 class _PoolCheckout:

@@ -24,6 +24,7 @@ Adding a driver is one module with an adapter plus one line in :data:`REGISTRY`
 
 from __future__ import annotations
 
+import collections
 import importlib
 
 from warmdb._arguments import did_you_mean
@@ -319,7 +320,14 @@ class NoDriver(Adapter):
         self.family = family  # type: ignore[misc]
 
 
-class DriverEntry:
+# A named tuple: the registry's lines stay one positional call each. (collections is loaded
+# by functools at any interpreter's start: no import cost.)
+_DriverFields = collections.namedtuple(
+    "_DriverFields", ("name", "family", "library", "extra", "sync", "async_", "dialects")
+)
+
+
+class DriverEntry(_DriverFields):
     """One line of the registry: where a driver's adapters live and what names it answers to.
 
     :ivar name: warmdb's name for the driver, also its module ``warmdb.<name>``.
@@ -331,25 +339,7 @@ class DriverEntry:
     :ivar dialects: SQLAlchemy dialect names (``family+driver``) served by this driver.
     """
 
-    __slots__ = ("async_", "dialects", "extra", "family", "library", "name", "sync")
-
-    def __init__(
-        self,
-        name: str,
-        family: str,
-        library: str,
-        extra: str,
-        sync: str | None,
-        async_: str | None,
-        dialects: tuple[str, ...],
-    ) -> None:
-        self.name = name
-        self.family = family
-        self.library = library
-        self.extra = extra
-        self.sync = sync
-        self.async_ = async_
-        self.dialects = dialects
+    __slots__ = ()
 
     @property
     def module(self) -> str:

@@ -54,16 +54,8 @@ class AsyncConnectionPool(SizedPool, AsyncTransactions):
 
     __slots__ = ("_handed_out", "_idle", "_size", "_waiters")
 
-    def __init__(
-        self,
-        plan: ConnectPlan,
-        *,
-        min_size: int,
-        max_size: int,
-        timeout: float,
-        retry: Any = None,
-    ) -> None:
-        super().__init__(plan, min_size=min_size, max_size=max_size, timeout=timeout, retry=retry)
+    def __init__(self, plan: ConnectPlan, **options: Any) -> None:
+        super().__init__(plan, **options)
         self._adapter: AsyncAdapter = plan.adapter
         # Idle connections, the most recently given back last.
         self._idle: list[tuple[Any, KeptConnection]] = []

@@ -189,17 +189,9 @@ class ConnectionPool(SizedPool, Transactions):
     :ivar timeout: seconds a checkout waits for a free connection.
     """
 
-    def __init__(
-        self,
-        plan: ConnectPlan,
-        *,
-        min_size: int,
-        max_size: int,
-        timeout: float,
-        open: bool = True,
-        retry: Any = None,
-    ) -> None:
-        super().__init__(plan, min_size=min_size, max_size=max_size, timeout=timeout, retry=retry)
+    def __init__(self, plan: ConnectPlan, *, open: bool = True, **options: Any) -> None:
+        super().__init__(plan, **options)
+        min_size, max_size, timeout = self.min_size, self.max_size, self.timeout
         self._adapter: SyncAdapter = plan.adapter
         # QueuePool keeps pool_size connections when they come back; 0 would mean no limit.
         self._pool = QueuePool(

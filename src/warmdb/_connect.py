@@ -311,7 +311,8 @@ class Attempts:
         self.started = now
         self.attempts = 0
         self.waited = 0.0
-        self._backoff: Backoff | None = Backoff.from_policy(plan.policy).start(now)
+        # Made at the first failure: most opens succeed at once and need no schedule.
+        self._backoff: Backoff | None = None
         self._auth_retried = False
         self._warned = False
 
@@ -327,7 +328,10 @@ class Attempts:
             plan.discard_token()
             delay = 0.0
         else:
-            backoff = self._backoff.increment(now) if error.reason and self._backoff else None
+            if not error.reason:
+                raise error
+            schedule = self._backoff or Backoff.from_policy(plan.policy).start(self.started)
+            backoff = schedule.increment(now)
             if backoff is None:
                 raise error
             self._backoff = backoff

@@ -97,11 +97,16 @@ class AsyncConnectionPool(SizedPool, AsyncTransactions):
         :raises PoolTimeout: no connection was free within *timeout*.
         :raises PoolClosed: the pool is closed.
         """
+        adapter = self._adapter
         while True:
             conn, kept = await self._take()
-            reason = await judge_async(
-                kept, time.monotonic(), self.policy, self._adapter, conn, self._adapter.ping
-            )
+            try:
+                reason = await judge_async(
+                    kept, time.monotonic(), self.policy, adapter, conn, adapter.ping
+                )
+            except BaseException:
+                self._drop(conn)  # cancelled during a ping
+                raise
             if reason is None:
                 self._handed_out[id(conn)] = kept
                 return conn
@@ -126,6 +131,9 @@ class AsyncConnectionPool(SizedPool, AsyncTransactions):
             except Exception:
                 await self._retire(conn, kept, "broken")
                 return
+            except BaseException:
+                self._drop(conn)  # cancelled during the rollback
+                raise
         reason = kept.given_back(time.monotonic(), closed=False)
         if self._closed or reason is not None:
             await self._retire(conn, kept, reason)
@@ -160,20 +168,22 @@ class AsyncConnectionPool(SizedPool, AsyncTransactions):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def _take(self) -> tuple[Any, KeptConnection]:
+    async def _take(self, deadline: float | None = None) -> tuple[Any, KeptConnection]:
         """An idle connection, a new one while under *max_size*, or the next one given
-        back within *timeout*."""
+        back within *timeout* (by the loop's clock *deadline*, once a wait has begun)."""
         if self._closed:
             raise PoolClosed("the pool is closed")
         if self._idle:
             return self._idle.pop()
         if self._size < self.max_size:
             return await self._open_one()
-        waiter: asyncio.Future[tuple[Any, KeptConnection] | None]
-        waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        if deadline is None:
+            deadline = loop.time() + self.timeout
+        waiter: asyncio.Future[tuple[Any, KeptConnection] | None] = loop.create_future()
         self._waiters.append(waiter)
         try:
-            given = await asyncio.wait_for(asyncio.shield(waiter), self.timeout)
+            given = await asyncio.wait_for(asyncio.shield(waiter), deadline - loop.time())
         except asyncio.TimeoutError:
             if waiter.done() and waiter.result() is not None:
                 # Handed over as the wait ran out: take it rather than lose it.
@@ -194,7 +204,7 @@ class AsyncConnectionPool(SizedPool, AsyncTransactions):
             raise
         if given is None:
             # A slot was freed (a connection closed) or the pool closed: try again.
-            return await self._take()
+            return await self._take(deadline)
         return given
 
     async def _open_one(self) -> tuple[Any, KeptConnection]:
@@ -222,6 +232,13 @@ class AsyncConnectionPool(SizedPool, AsyncTransactions):
                 waiter.set_result(item)
                 return True
         return False
+
+    def _drop(self, conn: Any) -> None:
+        """Drop *conn*, in an unknown state after a cancellation, without a round trip, and
+        free its slot."""
+        self._size -= 1
+        self._adapter.abandon(conn)
+        self._wake(None)
 
     async def _retire(self, conn: Any, kept: KeptConnection, reason: str | None) -> None:
         """Close *conn*, report why, and free its slot for a waiter."""

@@ -24,10 +24,10 @@ Adding a driver is one module with an adapter plus one line in :data:`REGISTRY`
 
 from __future__ import annotations
 
-import collections
 import importlib
 
 from warmdb._arguments import did_you_mean
+from warmdb._record import Record
 from warmdb.errors import ConfigurationError
 
 TYPE_CHECKING = False
@@ -320,14 +320,7 @@ class NoDriver(Adapter):
         self.family = family  # type: ignore[misc]
 
 
-# A named tuple: the registry's lines stay one positional call each. (collections is loaded
-# by functools at any interpreter's start: no import cost.)
-_DriverFields = collections.namedtuple(
-    "_DriverFields", ("name", "family", "library", "extra", "sync", "async_", "dialects")
-)
-
-
-class DriverEntry(_DriverFields):
+class DriverEntry(Record):
     """One line of the registry: where a driver's adapters live and what names it answers to.
 
     :ivar name: warmdb's name for the driver, also its module ``warmdb.<name>``.
@@ -339,7 +332,15 @@ class DriverEntry(_DriverFields):
     :ivar dialects: SQLAlchemy dialect names (``family+driver``) served by this driver.
     """
 
-    __slots__ = ()
+    _shown = "{name!r}, family={family!r}"
+
+    name: str
+    family: str
+    library: str
+    extra: str
+    sync: str | None
+    async_: str | None
+    dialects: tuple[str, ...]
 
     @property
     def module(self) -> str:
@@ -351,21 +352,18 @@ class DriverEntry(_DriverFields):
 
         return importlib.util.find_spec(self.library) is not None
 
-    def __repr__(self) -> str:
-        return f"<DriverEntry {self.name} ({self.family})>"
-
 
 #: Every driver warmdb supports, one line each: name (also the module ``warmdb.<name>``),
 #: family, the driver's own package, the pip extra, the sync and async adapter classes of the
 #: module, and the SQLAlchemy dialects it serves.
 # fmt: off
 REGISTRY: dict[str, DriverEntry] = {entry.name: entry for entry in (
-    DriverEntry("psycopg", "postgresql", "psycopg", "psycopg", "PsycopgAdapter", "AsyncPsycopgAdapter", ("postgresql+psycopg", "postgresql+psycopg_async")),  # noqa: E501
-    DriverEntry("psycopg2", "postgresql", "psycopg2", "psycopg2", "Psycopg2Adapter", None, ("postgresql+psycopg2",)),  # noqa: E501
-    DriverEntry("asyncpg", "postgresql", "asyncpg", "asyncpg", None, "AsyncpgAdapter", ("postgresql+asyncpg",)),  # noqa: E501
-    DriverEntry("pymysql", "mysql", "pymysql", "pymysql", "PyMySQLAdapter", None, ("mysql+pymysql", "mariadb+pymysql")),  # noqa: E501
-    DriverEntry("mysql_connector", "mysql", "mysql.connector", "mysql-connector", "MySQLConnectorAdapter", None, ("mysql+mysqlconnector", "mariadb+mysqlconnector")),  # noqa: E501
-    DriverEntry("aiomysql", "mysql", "aiomysql", "aiomysql", None, "AiomysqlAdapter", ("mysql+aiomysql", "mariadb+aiomysql")),  # noqa: E501
+    DriverEntry(name="psycopg", family="postgresql", library="psycopg", extra="psycopg", sync="PsycopgAdapter", async_="AsyncPsycopgAdapter", dialects=("postgresql+psycopg", "postgresql+psycopg_async")),  # noqa: E501
+    DriverEntry(name="psycopg2", family="postgresql", library="psycopg2", extra="psycopg2", sync="Psycopg2Adapter", async_=None, dialects=("postgresql+psycopg2",)),  # noqa: E501
+    DriverEntry(name="asyncpg", family="postgresql", library="asyncpg", extra="asyncpg", sync=None, async_="AsyncpgAdapter", dialects=("postgresql+asyncpg",)),  # noqa: E501
+    DriverEntry(name="pymysql", family="mysql", library="pymysql", extra="pymysql", sync="PyMySQLAdapter", async_=None, dialects=("mysql+pymysql", "mariadb+pymysql")),  # noqa: E501
+    DriverEntry(name="mysql_connector", family="mysql", library="mysql.connector", extra="mysql-connector", sync="MySQLConnectorAdapter", async_=None, dialects=("mysql+mysqlconnector", "mariadb+mysqlconnector")),  # noqa: E501
+    DriverEntry(name="aiomysql", family="mysql", library="aiomysql", extra="aiomysql", sync=None, async_="AiomysqlAdapter", dialects=("mysql+aiomysql", "mariadb+aiomysql")),  # noqa: E501
 )}
 # fmt: on
 

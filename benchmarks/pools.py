@@ -166,9 +166,14 @@ def main() -> None:
             "policy": RDS.replace(poll_after_idle=args.poll_after_idle),
         }
         pymysql_params = rds.connection_params()
-        # No reset on return: SQLAlchemy's default ROLLBACK is a round trip for PyMySQL,
-        # which warmdb skips when no transaction is open; the base must not pay for it.
+        # As with psycopg2, the base is QueuePool as configured by default: it rolls back on
+        # return, which for PyMySQL is a round trip (psycopg2 knows its transaction state and
+        # skips it); warmdb reads the server's status flag instead. The same pool without any
+        # reset (which would leave a transaction open) is the stricter comparison.
         pymysql_queue = QueuePool(
+            lambda: pymysql.connect(**pymysql_params), pool_size=1, max_overflow=0
+        )
+        pymysql_bare = QueuePool(
             lambda: pymysql.connect(**pymysql_params),
             pool_size=1,
             max_overflow=0,
@@ -196,6 +201,7 @@ def main() -> None:
             ("psycopg2", "QueuePool"): lambda: queue_pool_us(queue_pool, args.ops),
             ("psycopg2", "warmdb"): lambda: sync_us(warm_psycopg2.connection, args.ops),
             ("pymysql", "QueuePool"): lambda: queue_pool_us(pymysql_queue, args.ops),
+            ("pymysql", "no reset"): lambda: queue_pool_us(pymysql_bare, args.ops),
             ("pymysql", "warmdb"): lambda: sync_us(warm_pymysql.connection, args.ops),
             ("aiomysql", "aiomysql.Pool"): lambda: loop.run_until_complete(
                 async_us(bare_aiomysql.acquire, args.ops)
@@ -219,6 +225,7 @@ def main() -> None:
             closing.close()
         queue_pool.dispose()
         pymysql_queue.dispose()
+        pymysql_bare.dispose()
         bare_aiomysql.close()
         loop.run_until_complete(bare_aiomysql.wait_closed())
         loop.run_until_complete(warm_aiomysql.close())

@@ -11,6 +11,7 @@ import json
 
 import pytest
 
+from tests.integration.bench.conftest import credentials_environment
 from warmdb.bench.activity import ActivitySampler, SamplerError
 from warmdb.bench.variants import select_variants
 from warmdb.cli import main
@@ -32,6 +33,19 @@ def no_stats_database(tls_server):
     yield "bench_no_stats"
     with tls_server.admin() as conn:
         conn.execute("DROP DATABASE IF EXISTS bench_no_stats WITH (FORCE)")
+
+
+def password_kwargs(tls_server, role, password):
+    """connect()'s arguments for *role* on the suite's TLS server, by password."""
+    return {
+        "host": "127.0.0.1",
+        "port": tls_server.port,
+        "auth": "password",
+        "user": role,
+        "dbname": "postgres",
+        "sslmode": "require",
+        "password": password,
+    }
 
 
 def endpoint_args(tls_server, role, dbname="postgres"):
@@ -91,15 +105,7 @@ def test_a_sampler_without_privilege_says_why(tmp_path, tls_server, make_role, n
 def test_a_sampler_that_cannot_connect_says_why(tls_server, make_role):
     role = make_role(PASSWORD)
     (variant,) = select_variants(["psycopg2"])
-    kwargs = {
-        "host": "127.0.0.1",
-        "port": tls_server.port,
-        "auth": "password",
-        "user": role,
-        "dbname": "postgres",
-        "sslmode": "require",
-        "password": "not-the-password",
-    }
+    kwargs = password_kwargs(tls_server, role, "not-the-password")
     with pytest.raises(SamplerError, match=r"^cannot connect: ") as refused:
         ActivitySampler(variant, kwargs)
     assert "not-the-password" not in str(refused.value)
@@ -108,15 +114,7 @@ def test_a_sampler_that_cannot_connect_says_why(tls_server, make_role):
 def test_the_sampler_counts_other_sessions_only(tls_server, make_role):
     role = make_role(PASSWORD)
     (variant,) = select_variants(["psycopg2"])
-    kwargs = {
-        "host": "127.0.0.1",
-        "port": tls_server.port,
-        "auth": "password",
-        "user": role,
-        "dbname": "postgres",
-        "sslmode": "require",
-        "password": PASSWORD,
-    }
+    kwargs = password_kwargs(tls_server, role, PASSWORD)
     sampler = ActivitySampler(variant, kwargs)
     try:
         assert sampler() == 0
@@ -143,11 +141,7 @@ def test_the_sampler_counts_other_sessions_only(tls_server, make_role):
 @pytest.mark.parametrize("driver", ["pymysql", "aiomysql"])
 def test_the_peak_comes_from_the_processlist(tmp_path, monkeypatch, mysql_emulator, driver):
     # The RDS MySQL emulator named as a real endpoint: the sampler asks MariaDB's processlist.
-    keys = mysql_emulator.credentials
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", keys.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", keys.secret_key)
-    if keys.token:
-        monkeypatch.setenv("AWS_SESSION_TOKEN", keys.token)
+    credentials_environment(monkeypatch, mysql_emulator.credentials)
     args = [
         "--host", "127.0.0.1",
         "--port", str(mysql_emulator.port),
@@ -173,10 +167,7 @@ def test_via_sidecar_on_a_real_endpoint_counts_what_pgbouncer_opens(tmp_path, mo
     from warmdb.emulator.service import Emulator
 
     with Emulator(engine="rds-postgres", hostname="localhost", temporary_credentials=True) as rds:
-        keys = rds.credentials
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", keys.access_key)
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", keys.secret_key)
-        monkeypatch.setenv("AWS_SESSION_TOKEN", keys.token or "")
+        credentials_environment(monkeypatch, rds.credentials)
         path = tmp_path / "sidecar.json"
         status = main(
             [

@@ -11,6 +11,7 @@ import json
 
 import pytest
 
+from tests.integration.bench.conftest import credentials_environment
 from warmdb.bench.variants import all_variants
 from warmdb.bench.wire import PHASES
 from warmdb.cli import main
@@ -187,10 +188,7 @@ def test_against_a_host_with_connect_arguments(tmp_path, monkeypatch):
     from warmdb.emulator.service import Emulator
 
     with Emulator(temporary_credentials=True) as dsql:
-        keys = dsql.credentials
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", keys.access_key)
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", keys.secret_key)
-        monkeypatch.setenv("AWS_SESSION_TOKEN", keys.token or "")
+        credentials_environment(monkeypatch, dsql.credentials)
         path = tmp_path / "host.json"
         status = main(
             [

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.bench.conftest import credentials_environment
 from warmdb.emulator.service import Emulator
 
 HANDLER = Path(__file__).resolve().parents[3] / "examples" / "lambda-bench" / "src" / "handler.py"
@@ -21,10 +22,7 @@ HANDLER = Path(__file__).resolve().parents[3] / "examples" / "lambda-bench" / "s
 @pytest.fixture
 def handler(monkeypatch):
     with Emulator(temporary_credentials=True) as dsql:
-        keys = dsql.credentials
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", keys.access_key)
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", keys.secret_key)
-        monkeypatch.setenv("AWS_SESSION_TOKEN", keys.token or "")
+        credentials_environment(monkeypatch, dsql.credentials)
         monkeypatch.setenv("DSQL_ENDPOINT", "localhost")
         monkeypatch.setenv("DSQL_REGION", dsql.region)
         monkeypatch.setenv("BENCH_CONNECT_ARGS", json.dumps({"port": dsql.port, "auth": "dsql"}))

@@ -2,9 +2,10 @@
 
 :func:`serve` is the entry point for tests and scripts::
 
-    with warmdb.emulator.mysql.serve(idle_client_timeout=2) as rds:
-        conn = pymysql.connect(**rds.connection_params(user="admin"))
-        print(rds.stats.accepted)
+    with warmdb.emulator.mysql.serve(idle_client_timeout=2) as rds:   # RDS Proxy's, scaled
+        conn = pymysql.connect(**rds.connection_params())   # verified TLS, a fresh token
+        time.sleep(3)   # idle past the proxy's timeout: the next query fails with 2013
+        assert rds.stats.idle_closed == 1
 """
 
 from __future__ import annotations

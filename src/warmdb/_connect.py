@@ -408,8 +408,12 @@ def _open_steps(
     attempts = Attempts(plan, clock())
     while True:
         for governor in (current_governor(), plan.governor):
-            if governor is not None:
-                attempts.waited += yield governor.acquire_async if is_async else governor.acquire
+            # A reservation is due now or after a wait: only a wait is a step (no await, no
+            # call into the loop, on the usual path).
+            wait = 0.0 if governor is None else governor.reserve()
+            if wait > 0:
+                yield partial(sleep, wait)
+                attempts.waited += wait
         attempts.attempts += 1
         attempt_started = clock()
         password = yield plan.password_async if is_async else plan.password

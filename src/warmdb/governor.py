@@ -65,22 +65,6 @@ class RateGovernor:
             # A negative balance is the queue of callers already holding a reservation.
             return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
 
-    def acquire(self) -> float:
-        """Take a token, sleeping until it is due; return the seconds waited."""
-        wait = self.reserve()
-        if wait > 0:
-            time.sleep(wait)
-        return wait
-
-    async def acquire_async(self) -> float:
-        """Take a token, awaiting until it is due; return the seconds waited."""
-        wait = self.reserve()
-        if wait > 0:
-            import asyncio  # here, not at the top: sync users' cold start does not pay for it
-
-            await asyncio.sleep(wait)
-        return wait
-
     def __repr__(self) -> str:
         return f"RateGovernor(rate={self.rate}, burst={self.burst})"
 

@@ -119,5 +119,5 @@ def test_cold_connect_imports_nothing_heavy(tls_server, make_role, aws_credentia
     assert "boto3" not in loaded
     assert "botocore" not in loaded
     # The cheap path also avoids these (about 20 ms of imports together, see _log.py,
-    # policy.random_fraction and governor.acquire_async).
+    # policy.random_fraction and the async connect's sleep).
     assert loaded == [""]

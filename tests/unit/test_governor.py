@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 
 import pytest
@@ -67,17 +66,6 @@ def test_thread_safe_reservations():
     # 800 reservations against 1000 tokens: none had to wait, none was lost.
     assert len(waits) == 800
     assert governor._tokens == 200
-
-
-def test_acquire_async_waits():
-    governor = RateGovernor(50, burst=1)
-
-    async def main() -> list[float]:
-        return [await governor.acquire_async() for _ in range(3)]
-
-    waits = asyncio.run(main())
-    assert waits[0] == 0
-    assert 0 < waits[1] <= 0.02
 
 
 @pytest.mark.parametrize(

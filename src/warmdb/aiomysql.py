@@ -182,7 +182,7 @@ async def connect(
         (:class:`AuthenticationError` for error 1045); the driver's exception is the cause.
     """
     conn: aiomysql.Connection = await open_connection_async(
-        AiomysqlAdapter().plan(dsn, kwargs, custom_credentials_provider, policy)
+        AiomysqlAdapter().plan(dsn, kwargs, custom_credentials_provider, policy, reuse=True)
     )
     return conn
 

@@ -218,7 +218,7 @@ async def connect(
         exception is the cause.
     """
     conn: asyncpg.Connection = await open_connection_async(
-        AsyncpgAdapter().plan(dsn, kwargs, custom_credentials_provider, policy)
+        AsyncpgAdapter().plan(dsn, kwargs, custom_credentials_provider, policy, reuse=True)
     )
     return conn
 

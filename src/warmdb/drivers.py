@@ -25,9 +25,11 @@ Adding a driver is one module with an adapter plus one line in :data:`REGISTRY`
 from __future__ import annotations
 
 import importlib
+import os
 
 from warmdb._arguments import did_you_mean
 from warmdb._record import Record
+from warmdb.endpoint import FAMILIES
 from warmdb.errors import ConfigurationError
 
 TYPE_CHECKING = False
@@ -147,24 +149,65 @@ class Adapter:
         kwargs: Mapping[str, object],
         custom_credentials_provider: object | None = None,
         policy: Policy | None = None,
+        *,
+        reuse: bool = False,
     ) -> ConnectPlan:
         """Resolve a front's call (``connect``, ``warm``, ``pool``...) for this driver.
 
         ``policy`` and ``custom_credentials_provider`` may also come in *kwargs*, as fronts
         that take their arguments as ``**kwargs`` pass them.
 
+        :param reuse: return the plan made before for the same arguments and environment, if
+            any (the ``connect()`` fronts: a connect per Lambda invocation resolves its
+            endpoint once, not per call). Keepers, pools and engines resolve once anyway and
+            get a plan of their own.
         :raises ConfigurationError: a bad, unknown or contradictory argument, or a plan this
             driver refuses (:meth:`check_plan`).
         """
+        key = self._plan_key(dsn, kwargs, custom_credentials_provider, policy) if reuse else None
+        plan = _PLANS.get(key) if key is not None else None
+        if plan is not None:
+            return plan
         from warmdb._connect import ConnectPlan
 
         rest = dict(kwargs)
         provider = rest.pop("custom_credentials_provider", custom_credentials_provider)
         # ConnectPlan checks the type.
         chosen: Any = rest.pop("policy", policy)
-        return ConnectPlan(
+        plan = ConnectPlan(
             dsn, rest, adapter=self, custom_credentials_provider=provider, policy=chosen
         )
+        if key is not None:
+            if len(_PLANS) >= _PLANS_KEPT:
+                del _PLANS[next(iter(_PLANS))]  # the oldest: dicts keep insertion order
+            _PLANS[key] = plan
+        return plan
+
+    def _plan_key(
+        self,
+        dsn: str | None,
+        kwargs: Mapping[str, object],
+        custom_credentials_provider: object | None,
+        policy: Policy | None,
+    ) -> tuple[object, ...] | None:
+        """What a plan is made of: the adapter's class and options, the call's arguments and
+        the environment variables resolution reads; ``None`` when an argument is unhashable
+        (that call is resolved afresh)."""
+        environ = os.environ
+        key = (
+            type(self),
+            tuple(sorted(self.options.items())),
+            dsn,
+            tuple(sorted(kwargs.items())),
+            custom_credentials_provider,
+            policy,
+            tuple(environ.get(name) for name in _RESOLUTION_ENVIRONMENT[self.family]),
+        )
+        try:
+            hash(key)
+        except TypeError:
+            return None
+        return key
 
     def connect_params(self, plan: ConnectPlan, password: str | None) -> dict[str, Any]:
         """The keyword arguments of one driver connect call for *plan* and *password*."""
@@ -215,6 +258,25 @@ class Adapter:
     def __repr__(self) -> str:
         options = "".join(f" {k}={v!r}" for k, v in sorted(self.options.items()))
         return f"<{type(self).__name__}{options}>"
+
+
+# The connect() fronts' plans, by what they are made of (Adapter._plan_key): a connect()
+# per Lambda invocation resolves its endpoint once, not per call. Nothing changes such a plan
+# after it is made, and it holds no connection: sharing it is sharing a value.
+_PLANS: dict[tuple[object, ...], ConnectPlan] = {}
+_PLANS_KEPT = 64
+# The environment variables endpoint resolution and ConnectPlan read, by family.
+_RESOLUTION_ENVIRONMENT = {
+    family.name: (
+        *family.environment.values(),
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_PROFILE",
+        "AWS_CONFIG_FILE",
+        "WARMDB_SIDECAR",
+    )
+    for family in FAMILIES.values()
+}
 
 
 class SyncAdapter(Adapter):

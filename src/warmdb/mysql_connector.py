@@ -228,7 +228,7 @@ def connect(dsn: str | None = None, **kwargs: Any) -> MySQLConnection:
     :raises ConnectError: the connection failed, after the policy's retries
         (:class:`AuthenticationError` for error 1045); the driver's exception is the cause.
     """
-    conn: MySQLConnection = open_connection(MySQLConnectorAdapter().plan(dsn, kwargs))
+    conn: MySQLConnection = open_connection(MySQLConnectorAdapter().plan(dsn, kwargs, reuse=True))
     return conn
 
 

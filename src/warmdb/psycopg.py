@@ -248,7 +248,9 @@ def connect(
     :raises ConnectError: the connection failed, after the policy's retries; the driver's
         exception is the cause.
     """
-    plan = _sync(connection_class).plan(conninfo, kwargs, custom_credentials_provider, policy)
+    plan = _sync(connection_class).plan(
+        conninfo, kwargs, custom_credentials_provider, policy, reuse=True
+    )
     conn: psycopg.Connection[Any] = open_connection(plan)
     return conn
 
@@ -265,7 +267,9 @@ async def connect_async(
 
     A ``password`` callable may return an awaitable.
     """
-    plan = _async(connection_class).plan(conninfo, kwargs, custom_credentials_provider, policy)
+    plan = _async(connection_class).plan(
+        conninfo, kwargs, custom_credentials_provider, policy, reuse=True
+    )
     conn: psycopg.AsyncConnection[Any] = await open_connection_async(plan)
     return conn
 

@@ -175,7 +175,7 @@ def connect(
         cause.
     """
     adapter = _adapter(connection_factory, cursor_factory)
-    plan = adapter.plan(dsn, kwargs, custom_credentials_provider, policy)
+    plan = adapter.plan(dsn, kwargs, custom_credentials_provider, policy, reuse=True)
     conn: psycopg2.extensions.connection = open_connection(plan)
     return conn
 

@@ -174,7 +174,7 @@ def connect(
         driver's exception is the cause.
     """
     conn: pymysql.connections.Connection = open_connection(
-        PyMySQLAdapter().plan(dsn, kwargs, custom_credentials_provider, policy)
+        PyMySQLAdapter().plan(dsn, kwargs, custom_credentials_provider, policy, reuse=True)
     )
     return conn
 

@@ -166,13 +166,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME,...",
         help=f"patterns among {','.join(PATTERNS)}; default: all",
     )
-    add(
-        "--cold-samples",
-        type=positive_int,
-        default=3,
-        help="fresh processes per cold-start variant (3; after one untimed process that "
-        "compiles the bytecode)",
-    )
+    # One untimed process per variant first compiles the bytecode (docs/bench.md).
+    add("--cold-samples", type=positive_int, default=3, help="processes per cold-start cell (3)")
     add("--json", metavar="FILE", help="write every figure as JSON to FILE ('-': stdout)")
     add("--plot", metavar="FILE", help="draw a PNG chart to FILE (needs warmdb[plot])")
     add("--no-progress", action="store_true", help="no progress bar, even on a terminal")

@@ -16,6 +16,7 @@ import logging
 import socket
 import threading
 import time
+from typing import Protocol
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-    from warmdb.emulator.session import Session
     from warmdb.emulator.stats import Counters
     from warmdb.emulator.token_check import TokenVerifier
 
@@ -60,6 +60,17 @@ class Front:
     clock: Callable[[], float] = time.monotonic
 
 
+class Served(Protocol):
+    """What a listener needs of the session serving one connection
+    (:class:`warmdb.emulator.session.Session` is one; this module does not import it, as a
+    session knows its listener and not the other way round)."""
+
+    thread: threading.Thread
+
+    def abort(self) -> None:
+        """Drop the connection at once (the listener is stopping)."""
+
+
 class Listener:
     """Accepts client connections and runs a session thread for each.
 
@@ -80,11 +91,11 @@ class Listener:
         self.port = int(front.listener.getsockname()[1])
         self._listener = front.listener
         self._lock = threading.Lock()
-        self._sessions: set[Session] = set()
+        self._sessions: set[Served] = set()
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def new_session(self, sock: socket.socket, peer: object) -> Session:
+    def new_session(self, sock: socket.socket, peer: object) -> Served:
         """The session that serves the client connected on *sock* (not started)."""
         raise NotImplementedError
 
@@ -112,7 +123,7 @@ class Listener:
         for session in sessions:
             session.thread.join(max(0.0, deadline - time.monotonic()))
 
-    def forget(self, session: Session) -> None:
+    def forget(self, session: Served) -> None:
         """Called by a session as it ends."""
         with self._lock:
             self._sessions.discard(session)

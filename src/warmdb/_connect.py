@@ -78,6 +78,7 @@ class ConnectPlan:
         "adapter",
         "driver_kwargs",
         "endpoint",
+        "event_origin",
         "governor",
         "policy",
         "via_sidecar",
@@ -87,6 +88,9 @@ class ConnectPlan:
     endpoint: Endpoint
     driver_kwargs: dict[str, object]
     policy: Policy
+    #: where this plan's events come from: ``driver``, ``host`` and ``port``, the fields every
+    #: :mod:`warmdb.events` event starts with (made once; never changed)
+    event_origin: dict[str, Any]
     #: the per-endpoint bucket of the policy's ``connect_rate``, or ``None``
     governor: RateGovernor | None
     #: whether ``WARMDB_SIDECAR`` redirected the plan to a sidecar
@@ -130,6 +134,7 @@ class ConnectPlan:
             )
         self.adapter = adapter
         self.endpoint = endpoint
+        self.event_origin = {"driver": adapter.name, "host": endpoint.host, "port": endpoint.port}
         self.driver_kwargs = driver_kwargs
         self.policy = policy if policy is not None else policy_for(endpoint.auth)
         rate = self.policy.connect_rate
@@ -203,12 +208,6 @@ class ConnectPlan:
             except Exception as exc:
                 raise _callable_failed(exc) from exc
         return password
-
-    def event_origin(self) -> dict[str, Any]:
-        """Where this plan's events come from: ``driver``, ``host`` and ``port``, the fields
-        every :mod:`warmdb.events` event starts with."""
-        endpoint = self.endpoint
-        return {"driver": self.adapter.name, "host": endpoint.host, "port": endpoint.port}
 
     @property
     def uses_token(self) -> bool:
@@ -348,7 +347,7 @@ class Attempts:
             )
         events.emit_retry(
             events.RetryEvent(
-                **plan.event_origin(),
+                **plan.event_origin,
                 attempt=self.attempts,
                 reason=error.reason or "",
                 sqlstate=error.sqlstate,
@@ -363,7 +362,7 @@ class Attempts:
         plan = self.plan
         events.emit_connect(
             events.ConnectEvent(
-                **plan.event_origin(),
+                **plan.event_origin,
                 user=plan.endpoint.user,
                 attempts=self.attempts,
                 seconds=now - self.started,

@@ -220,7 +220,7 @@ def report_recycle(plan: ConnectPlan, kept: KeptConnection, reason: str, now: fl
     """Report that a kept or pooled connection is being replaced (see :mod:`warmdb.events`)."""
     events.emit_recycle(
         events.RecycleEvent(
-            **plan.event_origin(),
+            **plan.event_origin,
             reason=reason,
             age=now - kept.opened_at,
             idle=now - kept.last_used,
